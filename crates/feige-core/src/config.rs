@@ -1,0 +1,122 @@
+//! Settings, read from the environment (Lambda has nothing else). Every variable is listed in
+//! `.env.example` with its default.
+
+use std::path::PathBuf;
+
+/// Process settings shared by local-runtime, the functions and the push tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `FEIGE_LISTEN`: address to listen on.
+    pub listen: String,
+    /// `FEIGE_DATA_DIR`: where embedded backends keep their files.
+    pub data_dir: PathBuf,
+    /// `FEIGE_DB_URL`: users, sessions, conversations, history.
+    pub db_url: String,
+    /// `FEIGE_TIMELINE_URL`: per-user timelines.
+    pub timeline_url: String,
+    /// `FEIGE_CACHE_URL`: sequences, revocation, rate limits.
+    pub cache_url: String,
+    /// `FEIGE_BUS_URL`: push events.
+    pub bus_url: String,
+    /// `FEIGE_ROLE`: `all` or `api`.
+    pub role: String,
+    /// `FEIGE_NODE_ID`: this push node's id.
+    pub node_id: String,
+    /// `FEIGE_TOKEN_SECRET`: HMAC key for access tokens. Unset: local-runtime keeps a random
+    /// one in `FEIGE_DATA_DIR/token.secret`.
+    pub token_secret: Option<String>,
+    /// `FEIGE_ACCESS_TTL_SECS`: access token lifetime.
+    pub access_ttl_secs: u64,
+    /// `FEIGE_REFRESH_TTL_SECS`: refresh token lifetime.
+    pub refresh_ttl_secs: u64,
+    /// `FEIGE_RECALL_WINDOW_SECS`: how long after sending a message may be recalled.
+    pub recall_window_secs: u64,
+    /// `FEIGE_WS_IDLE_SECS`: a socket silent this long is closed.
+    pub ws_idle_secs: u64,
+    /// `FEIGE_WS_QUEUE`: events queued per socket before a slow reader is disconnected.
+    pub ws_queue: usize,
+    /// `FEIGE_MAX_BODY_BYTES`: request body limit.
+    pub max_body_bytes: usize,
+    /// `FEIGE_SEND_RATE_PER_SEC`: sends per user per second (0 = unlimited).
+    pub send_rate_per_sec: u32,
+    /// `FEIGE_LOGIN_RATE_PER_MIN`: login attempts per username per minute (0 = unlimited).
+    pub login_rate_per_min: u32,
+    /// `FEIGE_GAP_GRACE_MS`: how long a reader waits for a timeline hole to be filled by its
+    /// writer before declaring the writer dead and stepping over it.
+    pub gap_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_lookup(|_| None).unwrap_or_else(|_| unreachable!("defaults always parse"))
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, String> {
+        Config::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads settings through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        fn num<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, key: &str, default: T) -> Result<T, String> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| format!("{key}={v:?} is not a valid number")),
+            }
+        }
+        let data_dir = PathBuf::from(get("FEIGE_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let in_data = |f: &str| format!("sqlite://{}", data_dir.join(f).display());
+        let role = get("FEIGE_ROLE").unwrap_or_else(|| "all".into());
+        if role != "all" && role != "api" {
+            return Err(format!("FEIGE_ROLE={role:?}: expected `all` or `api`"));
+        }
+        Ok(Config {
+            listen: get("FEIGE_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            db_url: get("FEIGE_DB_URL").unwrap_or_else(|| in_data("feige.db")),
+            timeline_url: get("FEIGE_TIMELINE_URL").unwrap_or_else(|| in_data("timeline.db")),
+            cache_url: get("FEIGE_CACHE_URL").unwrap_or_else(|| "memory://".into()),
+            bus_url: get("FEIGE_BUS_URL").unwrap_or_else(|| "memory://".into()),
+            role,
+            node_id: get("FEIGE_NODE_ID")
+                .or_else(|| get("HOSTNAME"))
+                .unwrap_or_else(|| "node-1".into()),
+            token_secret: get("FEIGE_TOKEN_SECRET"),
+            access_ttl_secs: num(&get, "FEIGE_ACCESS_TTL_SECS", 900)?,
+            refresh_ttl_secs: num(&get, "FEIGE_REFRESH_TTL_SECS", 30 * 24 * 3600)?,
+            recall_window_secs: num(&get, "FEIGE_RECALL_WINDOW_SECS", 120)?,
+            ws_idle_secs: num(&get, "FEIGE_WS_IDLE_SECS", 60)?,
+            ws_queue: num(&get, "FEIGE_WS_QUEUE", 1024)?,
+            max_body_bytes: num(&get, "FEIGE_MAX_BODY_BYTES", 64 * 1024)?,
+            send_rate_per_sec: num(&get, "FEIGE_SEND_RATE_PER_SEC", 200)?,
+            login_rate_per_min: num(&get, "FEIGE_LOGIN_RATE_PER_MIN", 30)?,
+            gap_grace_ms: num(&get, "FEIGE_GAP_GRACE_MS", 3000)?,
+            data_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_design() {
+        let c = Config::default();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.cache_url, "memory://");
+        assert_eq!(c.bus_url, "memory://");
+        assert_eq!(c.db_url, "sqlite://./data/feige.db");
+        assert_eq!(c.ws_idle_secs, 60);
+    }
+
+    #[test]
+    fn data_dir_moves_embedded_files_and_bad_numbers_fail() {
+        let c = Config::from_lookup(|k| (k == "FEIGE_DATA_DIR").then(|| "/tmp/x".into())).expect("config");
+        assert_eq!(c.db_url, "sqlite:///tmp/x/feige.db");
+        assert_eq!(c.timeline_url, "sqlite:///tmp/x/timeline.db");
+        assert!(Config::from_lookup(|k| (k == "FEIGE_WS_IDLE_SECS").then(|| "soon".into())).is_err());
+        assert!(Config::from_lookup(|k| (k == "FEIGE_ROLE").then(|| "both".into())).is_err());
+    }
+}

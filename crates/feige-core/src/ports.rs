@@ -1,0 +1,176 @@
+//! The port traits: what the use cases need from the outside world. Each has an embedded
+//! implementation and a real one, chosen by URL (`feige-store`), and one contract test body in
+//! `feige-testkit` that every implementation must pass.
+
+use crate::error::Result;
+use crate::ids::{ConversationId, UserId};
+use crate::model::{
+    ConversationSummary, Membership, Message, NewSession, Push, ReadOutcome, RotateOutcome, Seq,
+    TimelineEntry, User,
+};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Users and their credentials.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates a user; `409 username_taken` if the name exists.
+    async fn create_user(&self, username: &str, nickname: &str, password_hash: &str, now: i64) -> Result<User>;
+    /// Looks a user up by id.
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// The user and password hash for a login name.
+    async fn credentials(&self, username: &str) -> Result<Option<(User, String)>>;
+}
+
+/// Login sessions (one per device) and their refresh tokens.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session and revokes any live session of the same (user, device);
+    /// returns the sids it revoked.
+    async fn create_session(&self, session: &NewSession) -> Result<Vec<String>>;
+    /// Swaps the refresh hash of `sid` from `old_hash` to `new_hash` if it is current and
+    /// unexpired. Presenting an older hash of the session is a replay: the session is revoked.
+    async fn rotate_refresh(&self, sid: &str, old_hash: &str, new_hash: &str, new_expires_at: i64, now: i64) -> Result<RotateOutcome>;
+    /// Marks a session revoked (idempotent).
+    async fn revoke_session(&self, sid: &str, now: i64) -> Result<()>;
+    /// Sessions revoked at or after `since` (ms): used to re-seed a cold revocation cache.
+    async fn revoked_since(&self, since: i64) -> Result<Vec<String>>;
+}
+
+/// What appending a message to history did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// A new message with a fresh `conv_seq`.
+    New(Message),
+    /// The sender already sent this `client_msg_id`: here is the original.
+    Existing(Message),
+}
+
+/// A message to append; `conv_seq` and `msg_id` are assigned by the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub msg_id: String,
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub client_msg_id: String,
+    pub kind: String,
+    pub body: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// Conversations, their members and their history (MySQL / SQLite).
+#[async_trait]
+pub trait ChatStore: Send + Sync {
+    /// Creates the one-to-one conversation of its two users if it does not exist yet.
+    async fn ensure_direct(&self, conv: ConversationId, now: i64) -> Result<()>;
+    /// The message a sender already sent with this client id, if any.
+    async fn find_by_client_id(&self, sender: UserId, client_msg_id: &str) -> Result<Option<Message>>;
+    /// Atomically: takes the next `conv_seq`, stores the message, moves the conversation's
+    /// `last_seq` and the sender's `read_seq` to it. A duplicate (sender, client_msg_id) returns
+    /// the original instead. The conversation must exist and the sender be a member.
+    async fn append_message(&self, msg: &NewMessage) -> Result<Appended>;
+    /// Current members of a conversation (the fan-out set), empty if it does not exist.
+    async fn members(&self, conv: ConversationId) -> Result<Vec<UserId>>;
+    /// A user's standing in a conversation; `None` if not a member (or no such conversation).
+    async fn membership(&self, conv: ConversationId, user: UserId) -> Result<Option<Membership>>;
+    /// Up to `limit` messages with `conv_seq < before` (or the newest), newest first.
+    async fn history(&self, conv: ConversationId, before: Option<Seq>, limit: u32) -> Result<Vec<Message>>;
+    /// Every conversation the user is in, most recently active first, with the last message.
+    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>>;
+    /// Moves the user's `read_seq` forward to `min(seq, last_seq)`; never backwards.
+    async fn mark_read(&self, conv: ConversationId, user: UserId, seq: Seq) -> Result<ReadOutcome>;
+}
+
+/// What writing one timeline entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Written at the requested seq.
+    Ok,
+    /// That seq is taken (a filler or a writer that reused it): allocate another.
+    SeqTaken,
+    /// This event is already in the user's timeline at the given seq.
+    AlreadyAt(Seq),
+}
+
+/// Per-user timelines (MongoDB / embedded): one entry per (user, seq), unique by both
+/// (user, seq) and (user, event_key).
+#[async_trait]
+pub trait TimelineStore: Send + Sync {
+    /// Writes one entry; never overwrites.
+    async fn insert(&self, entry: &TimelineEntry) -> Result<Inserted>;
+    /// Writes many entries (for fan-out); the default writes them one by one.
+    async fn insert_many(&self, entries: &[TimelineEntry]) -> Result<Vec<Inserted>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            out.push(self.insert(e).await?);
+        }
+        Ok(out)
+    }
+    /// Entries with `seq > after`, ascending, at most `limit`.
+    async fn read(&self, user: UserId, after: Seq, limit: u32) -> Result<Vec<TimelineEntry>>;
+    /// The highest seq written for the user (0 if none): the durable high-water mark.
+    async fn max_seq(&self, user: UserId) -> Result<Seq>;
+    /// Where an event already sits in the user's timeline, if it does.
+    async fn find(&self, user: UserId, event_key: &str) -> Result<Option<Seq>>;
+}
+
+/// Per-user sequence allocation (Redis / in-process).
+#[async_trait]
+pub trait SeqAllocator: Send + Sync {
+    /// Reserves `n` consecutive seqs and returns the last; `None` if the counter is not
+    /// initialised (cold cache, flushed Redis): call `init` and try again.
+    async fn allocate(&self, user: UserId, n: u64) -> Result<Option<Seq>>;
+    /// Raises the counter to at least `floor` (never lowers it).
+    async fn init(&self, user: UserId, floor: Seq) -> Result<()>;
+}
+
+/// Revoked sessions, checked on every authenticated request.
+#[async_trait]
+pub trait Revocations: Send + Sync {
+    /// Remembers `sid` as revoked for `ttl_secs` (the access token lifetime).
+    async fn revoke(&self, sid: &str, ttl_secs: u64) -> Result<()>;
+    /// Whether `sid` is revoked.
+    async fn is_revoked(&self, sid: &str) -> Result<bool>;
+}
+
+/// Fixed-window rate limiting.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Counts one hit on `key`; `Err(RateLimited)` past `limit` hits in the window.
+    async fn hit(&self, key: &str, limit: u32, window_secs: u64) -> Result<()>;
+}
+
+/// The push event bus (Kafka / in-process).
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes pushes; returns once the bus has them.
+    async fn publish(&self, pushes: &[Push]) -> Result<()>;
+}
+
+/// Something that consumes pushes in-process (the socket hub).
+pub trait PushSink: Send + Sync {
+    /// Hands pushes over; must not block.
+    fn deliver(&self, pushes: &[Push]);
+}
+
+/// A backend that `/readyz` can check.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// Ok when the backend answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// The backends a Feige process uses, one handle per port.
+#[derive(Clone)]
+pub struct Ports {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub chat: Arc<dyn ChatStore>,
+    pub timeline: Arc<dyn TimelineStore>,
+    pub seqs: Arc<dyn SeqAllocator>,
+    pub revocations: Arc<dyn Revocations>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub bus: Arc<dyn EventBus>,
+    /// Named readiness probes, one per backend.
+    pub probes: Vec<(&'static str, Arc<dyn Probe>)>,
+}

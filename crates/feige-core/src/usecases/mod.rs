@@ -1,0 +1,71 @@
+//! The use cases: one method on [`Feige`] per client action. HTTP handlers and Lambda
+//! functions are thin shells around these.
+
+mod auth;
+mod chat;
+
+pub use auth::{LoginResult, Tokens};
+pub use chat::{SendRequest, SendResult, Target};
+
+use crate::auth::TokenKeys;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ids::UserId;
+use crate::model::{Push, User};
+use crate::ports::Ports;
+use crate::signals::UserSignals;
+use std::sync::Arc;
+
+/// Who is calling: taken from a verified access token, never from a request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: UserId,
+    pub device_id: String,
+    pub sid: String,
+}
+
+/// The application: ports plus settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Feige {
+    pub ports: Ports,
+    pub config: Arc<Config>,
+    /// Wakes long-polling `sync` calls in this process.
+    pub signals: Arc<UserSignals>,
+    keys: TokenKeys,
+}
+
+impl Feige {
+    /// Builds the application; `token_secret` signs access tokens.
+    pub fn new(ports: Ports, config: Config, token_secret: &[u8]) -> Self {
+        Feige { ports, config: Arc::new(config), signals: Arc::default(), keys: TokenKeys::new(token_secret) }
+    }
+
+    /// `GET /v1/users/{id}`.
+    pub async fn user(&self, id: UserId) -> Result<User> {
+        self.ports
+            .users
+            .user(id)
+            .await?
+            .ok_or_else(|| Error::not_found("user_not_found", "no such user"))
+    }
+
+    /// `/readyz`: every backend's answer.
+    pub async fn readiness(&self) -> Vec<(&'static str, Result<()>)> {
+        let checks = self.ports.probes.iter().map(|(name, p)| async move { (*name, p.ping().await) });
+        let mut out = Vec::new();
+        for c in checks {
+            out.push(c.await);
+        }
+        out
+    }
+
+    /// Publishes pushes and wakes local long-pollers.
+    pub(crate) async fn announce(&self, pushes: Vec<Push>) -> Result<()> {
+        for p in &pushes {
+            if let Push::Event { user_id, event } = p {
+                self.signals.bump(*user_id, event.seq);
+            }
+        }
+        self.ports.bus.publish(&pushes).await
+    }
+}

@@ -1,0 +1,186 @@
+//! One WebSocket: authenticate on upgrade, replay everything after `since`, then stream live
+//! events in seq order without gaps or duplicates, answer heartbeats, and close on idle,
+//! logout, overflow or shutdown.
+
+use crate::PushContext;
+use crate::frames;
+use crate::hub::Close;
+use axum::Extension;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use feige_api::error::ApiError;
+use feige_core::model::{Push, Seq};
+use feige_core::usecases::Identity;
+use feige_core::{Error, Feige, timeline};
+use feige_proto::v1::{ClientFrame, Hello, Kicked, Pong, Synced, client_frame, server_frame::Payload};
+use futures::SinkExt;
+use prost::Message as _;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Close codes the server uses.
+pub mod close_code {
+    /// Server restarting: reconnect elsewhere with `since`.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// Silent past the heartbeat timeout.
+    pub const IDLE: u16 = 4000;
+    /// The session logged out or was replaced.
+    pub const LOGGED_OUT: u16 = 4001;
+    /// Too slow to keep up: resync with `since`.
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// Events read per replay page.
+const REPLAY_PAGE: u32 = 500;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    since: Option<Seq>,
+    access_token: Option<String>,
+}
+
+/// `GET /v1/ws`: checks the token (bearer header or `access_token` query) before upgrading.
+pub async fn upgrade(
+    State(feige): State<Feige>,
+    Extension(ctx): Extension<PushContext>,
+    Query(q): Query<WsQuery>,
+    parts: Parts,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = feige_api::extract::bearer(&parts).map(str::to_owned).or(q.access_token);
+    let Some(token) = token else {
+        return ApiError(Error::unauthorized("missing_token", "a bearer token or access_token query is required")).into_response();
+    };
+    let who = match feige.authenticate(&token).await {
+        Ok(who) => who,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    ws.on_upgrade(move |socket| run(socket, feige, ctx, who, q.since))
+}
+
+struct Socket {
+    ws: WebSocket,
+}
+
+impl Socket {
+    async fn send(&mut self, payload: Payload) -> bool {
+        self.ws.send(Message::Binary(frames::encode(payload).into())).await.is_ok()
+    }
+
+    async fn close(mut self, code: u16, reason: &'static str) {
+        let _ = self.send(Payload::Kicked(Kicked { reason: reason.into() })).await;
+        let _ = self.ws.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+        let _ = self.ws.close().await;
+    }
+}
+
+/// Sends every event after `cursor` from the timeline; returns the new cursor, or None if the
+/// socket died.
+async fn catch_up(sock: &mut Socket, feige: &Feige, who: &Identity, mut cursor: Seq) -> Result<Option<Seq>, Error> {
+    let grace = Duration::from_millis(feige.config.gap_grace_ms);
+    loop {
+        let page = timeline::read(&feige.ports, who.user_id, cursor, REPLAY_PAGE, grace).await?;
+        for e in &page.events {
+            if !sock.send(Payload::Event(frames::event(e))).await {
+                return Ok(None);
+            }
+            metrics::counter!("feige_push_events_total").increment(1);
+        }
+        cursor = page.next;
+        if !page.has_more {
+            return Ok(Some(cursor));
+        }
+    }
+}
+
+async fn run(ws: WebSocket, feige: Feige, ctx: PushContext, who: Identity, since: Option<Seq>) {
+    // Register before reading the timeline, so nothing written meanwhile can slip between
+    // the replay and the live stream; duplicates are dropped by seq below.
+    let mut reg = ctx.hub.register(who.user_id, &who.sid);
+    let mut sock = Socket { ws };
+    let end = session_loop(&mut sock, &feige, &ctx, &who, since, &mut reg).await;
+    ctx.hub.unregister(who.user_id, reg.id);
+    match end {
+        Ok(Some((code, reason))) => sock.close(code, reason).await,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(user = %who.user_id, error = %e, "push session failed");
+            sock.close(close_code::SERVICE_RESTART, "backend_error").await;
+        }
+    }
+}
+
+/// Runs until the socket should end; returns the close to send, if any.
+async fn session_loop(
+    sock: &mut Socket,
+    feige: &Feige,
+    ctx: &PushContext,
+    who: &Identity,
+    since: Option<Seq>,
+    reg: &mut crate::hub::Registration,
+) -> Result<Option<(u16, &'static str)>, Error> {
+    let idle = Duration::from_secs(feige.config.ws_idle_secs.max(1));
+    let mut cursor = match since {
+        Some(s) => s,
+        None => feige.ports.timeline.max_seq(who.user_id).await?,
+    };
+    let hello = Hello { cursor, heartbeat_secs: idle.as_secs() as u32, node_id: feige.config.node_id.clone() };
+    if !sock.send(Payload::Hello(hello)).await {
+        return Ok(None);
+    }
+    let Some(c) = catch_up(sock, feige, who, cursor).await? else { return Ok(None) };
+    cursor = c;
+    if !sock.send(Payload::Synced(Synced { cursor })).await {
+        return Ok(None);
+    }
+    let deadline = tokio::time::sleep(idle);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            push = reg.queue.recv() => match push {
+                Some(Push::Event { event, .. }) if event.seq == cursor + 1 => {
+                    if !sock.send(Payload::Event(frames::event(&event))).await {
+                        return Ok(None);
+                    }
+                    cursor = event.seq;
+                    metrics::counter!("feige_push_events_total").increment(1);
+                    let lag_ms = feige_core::now_ms().saturating_sub(event.created_at).max(0);
+                    metrics::histogram!("feige_push_delivery_seconds").record(lag_ms as f64 / 1000.0);
+                }
+                Some(Push::Event { event, .. }) if event.seq <= cursor => {}
+                // Out of order (a concurrent writer's event is not here yet): read the
+                // timeline, which never returns past a hole.
+                Some(Push::Event { .. }) => {
+                    let Some(c) = catch_up(sock, feige, who, cursor).await? else { return Ok(None) };
+                    cursor = c;
+                }
+                Some(Push::CloseSession { .. }) => {}
+                None => return Ok(Some((close_code::SLOW_CONSUMER, "slow_consumer"))),
+            },
+            changed = reg.control.changed() => {
+                let why = if changed.is_ok() { *reg.control.borrow() } else { Close::SlowConsumer };
+                match why {
+                    Close::Open => {}
+                    Close::SlowConsumer => return Ok(Some((close_code::SLOW_CONSUMER, "slow_consumer"))),
+                    Close::LoggedOut => return Ok(Some((close_code::LOGGED_OUT, "logged_out"))),
+                }
+            }
+            msg = sock.ws.recv() => match msg {
+                Some(Ok(Message::Binary(bytes))) => {
+                    deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                    if let Ok(ClientFrame { payload: Some(client_frame::Payload::Heartbeat(hb)) }) = ClientFrame::decode(bytes.as_ref()) {
+                        if !sock.send(Payload::Pong(Pong { ts: hb.ts })).await {
+                            return Ok(None);
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(None),
+                Some(Ok(_)) => deadline.as_mut().reset(tokio::time::Instant::now() + idle),
+            },
+            _ = &mut deadline => return Ok(Some((close_code::IDLE, "idle_timeout"))),
+            _ = ctx.shutdown.cancelled() => return Ok(Some((close_code::SERVICE_RESTART, "shutdown"))),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Lambda function `roam`: roam a conversation's history.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    feige_functions::run(feige_api::history::router()).await
+}

@@ -1,0 +1,6 @@
+//! Lambda function `users`: users/me and users/{id}.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    feige_functions::run(feige_api::users::router()).await
+}

@@ -1,0 +1,26 @@
+//! Shared start-up of the Lambda functions: each binary in `src/bin/` is one HTTP action,
+//! running the same axum router as `local-runtime` under `lambda_http`.
+
+use axum::Router;
+use feige_core::{Config, Feige};
+
+/// Builds the application for a Lambda from the environment. A shared `FEIGE_TOKEN_SECRET` is
+/// required: every instance must verify tokens issued by every other.
+pub async fn app(router: Router<Feige>) -> Result<Router, lambda_http::Error> {
+    let config = Config::from_env()?;
+    if config.token_secret.is_none() {
+        return Err("FEIGE_TOKEN_SECRET must be set for Lambda functions".into());
+    }
+    let (feige, _bus) = feige_store::build(config).await?;
+    Ok(feige_api::finish(router, feige))
+}
+
+/// Runs one action as a Lambda function.
+pub async fn run(router: Router<Feige>) -> Result<(), lambda_http::Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(false)
+        .without_time()
+        .init();
+    lambda_http::run(app(router).await?).await
+}

@@ -1,0 +1,86 @@
+//! `local-runtime`: every Feige HTTP action as axum routes plus the push tier, in one process,
+//! on embedded backends by default (no service to install). Stops gracefully on SIGTERM or
+//! Ctrl-C: sockets are told to reconnect (1012) and in-flight requests finish.
+
+use anyhow::Context;
+use clap::Parser;
+use feige_core::Config;
+use feige_core::ports::PushSink;
+use feige_push::{Hub, PushContext};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Command-line flags; each mirrors an environment variable (see `.env.example`).
+#[derive(Parser, Debug)]
+#[command(version, about = "Feige all-in-one runtime: HTTP API + WebSocket push on one port")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "FEIGE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where embedded backends keep their files.
+    #[arg(long, env = "FEIGE_DATA_DIR", default_value = "./data")]
+    data_dir: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .init();
+    let args = Args::parse();
+    let config = Config::from_lookup(|k| match k {
+        "FEIGE_LISTEN" => Some(args.listen.clone()),
+        "FEIGE_DATA_DIR" => Some(args.data_dir.clone()),
+        other => std::env::var(other).ok().filter(|v| !v.is_empty()),
+    })
+    .map_err(anyhow::Error::msg)?;
+    let listen = config.listen.clone();
+    let role = config.role.clone();
+    let queue = config.ws_queue;
+
+    let (feige, memory_bus) = feige_store::build(config).await.context("starting backends")?;
+    let shutdown = CancellationToken::new();
+    let mut router = feige_api::all_actions();
+    if role == "all" {
+        let hub = Arc::new(Hub::new(queue));
+        if let Some(bus) = &memory_bus {
+            bus.attach(hub.clone() as Arc<dyn PushSink>);
+        }
+        router = router.merge(feige_push::router(PushContext { hub, shutdown: shutdown.clone() }));
+    }
+    let app = feige_api::finish(router, feige);
+
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when FEIGE_LISTEN ends in :0.
+    println!("feige local-runtime listening on http://{addr} (role {role})");
+    tracing::info!(%addr, %role, "listening");
+
+    let stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: closing sockets, finishing requests");
+            stop.cancel();
+        })
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
