@@ -1,0 +1,99 @@
+//! The port contracts (feige-testkit) against the embedded backends: SQLite and in-process.
+
+#![allow(clippy::unwrap_used)]
+
+use feige_core::Config;
+use feige_core::ports::Ports;
+use feige_store::memory::MemoryCache;
+use feige_store::sqlite::SqliteDb;
+use feige_store::sqlite_timeline::SqliteTimeline;
+use feige_testkit as contract;
+use std::sync::Arc;
+use tempfile::TempDir;
+
+async fn db(dir: &TempDir) -> Arc<SqliteDb> {
+    Arc::new(SqliteDb::connect(&format!("sqlite://{}/feige.db", dir.path().display())).await.unwrap())
+}
+
+async fn timeline(dir: &TempDir) -> Arc<SqliteTimeline> {
+    Arc::new(SqliteTimeline::connect(&format!("sqlite://{}/timeline.db", dir.path().display())).await.unwrap())
+}
+
+async fn ports(dir: &TempDir) -> Ports {
+    let config = Config::from_lookup(|k| (k == "FEIGE_DATA_DIR").then(|| dir.path().display().to_string())).unwrap();
+    feige_store::connect(&config).await.unwrap().ports
+}
+
+#[tokio::test]
+async fn sqlite_user_store() {
+    let dir = TempDir::new().unwrap();
+    contract::user_store(db(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_session_store() {
+    let dir = TempDir::new().unwrap();
+    let db = db(&dir).await;
+    contract::session_store(db.clone(), db).await;
+}
+
+#[tokio::test]
+async fn sqlite_chat_store() {
+    let dir = TempDir::new().unwrap();
+    let db = db(&dir).await;
+    contract::chat_store(db.clone(), db).await;
+}
+
+#[tokio::test]
+async fn sqlite_timeline_store() {
+    let dir = TempDir::new().unwrap();
+    contract::timeline_store(timeline(&dir).await).await;
+}
+
+#[tokio::test]
+async fn memory_seq_allocator() {
+    contract::seq_allocator(Arc::new(MemoryCache::default())).await;
+}
+
+#[tokio::test]
+async fn memory_revocations() {
+    contract::revocations(Arc::new(MemoryCache::default())).await;
+}
+
+#[tokio::test]
+async fn memory_rate_limiter() {
+    contract::rate_limiter(Arc::new(MemoryCache::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_timeline_never_skips_a_hole() {
+    for _ in 0..3 {
+        let dir = TempDir::new().unwrap();
+        contract::no_hole(ports(&dir).await).await;
+    }
+}
+
+#[tokio::test]
+async fn embedded_seqs_survive_a_restart() {
+    let dir = TempDir::new().unwrap();
+    contract::seqs_survive_a_cold_cache(ports(&dir).await, Arc::new(MemoryCache::default())).await;
+}
+
+#[tokio::test]
+async fn data_survives_reopening_the_files() {
+    let dir = TempDir::new().unwrap();
+    let id = {
+        let db = db(&dir).await;
+        feige_core::ports::UserStore::create_user(db.as_ref(), "persist", "P", "h", 1).await.unwrap().user_id
+    };
+    let db = db(&dir).await;
+    let u = feige_core::ports::UserStore::user(db.as_ref(), id).await.unwrap().unwrap();
+    assert_eq!(u.username, "persist");
+}
+
+#[tokio::test]
+async fn unknown_schemes_are_refused() {
+    let config = Config::from_lookup(|k| (k == "FEIGE_CACHE_URL").then(|| "memcached://x".into())).unwrap();
+    let err = feige_store::connect(&config).await.err().unwrap();
+    assert_eq!(err.code(), "unsupported_backend");
+}
