@@ -18,7 +18,9 @@ pub async fn app(router: Router<Feige>) -> Result<Router, lambda_http::Error> {
 /// Runs one action as a Lambda function.
 pub async fn run(router: Router<Feige>) -> Result<(), lambda_http::Error> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_ansi(false)
         .without_time()
         .init();

@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Command-line flags; each mirrors an environment variable (see `.env.example`).
 #[derive(Parser, Debug)]
-#[command(version, about = "Feige all-in-one runtime: HTTP API + WebSocket push on one port")]
+#[command(
+    version,
+    about = "Feige all-in-one runtime: HTTP API + WebSocket push on one port"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "FEIGE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -25,7 +28,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
         .init();
     let args = Args::parse();
     let config = Config::from_lookup(|k| match k {
@@ -38,7 +44,9 @@ async fn main() -> anyhow::Result<()> {
     let role = config.role.clone();
     let queue = config.ws_queue;
 
-    let (feige, memory_bus) = feige_store::build(config).await.context("starting backends")?;
+    let (feige, memory_bus) = feige_store::build(config)
+        .await
+        .context("starting backends")?;
     let shutdown = CancellationToken::new();
     let mut router = feige_api::all_actions();
     if role == "all" {
@@ -46,11 +54,16 @@ async fn main() -> anyhow::Result<()> {
         if let Some(bus) = &memory_bus {
             bus.attach(hub.clone() as Arc<dyn PushSink>);
         }
-        router = router.merge(feige_push::router(PushContext { hub, shutdown: shutdown.clone() }));
+        router = router.merge(feige_push::router(PushContext {
+            hub,
+            shutdown: shutdown.clone(),
+        }));
     }
     let app = feige_api::finish(router, feige);
 
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when FEIGE_LISTEN ends in :0.
     println!("feige local-runtime listening on http://{addr} (role {role})");
@@ -72,10 +85,11 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

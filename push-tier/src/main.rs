@@ -16,22 +16,35 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
         .init();
     let config = Config::from_env().map_err(anyhow::Error::msg)?;
     let listen = config.listen.clone();
     let queue = config.ws_queue;
-    let (feige, memory_bus) = feige_store::build(config).await.context("starting backends")?;
+    let (feige, memory_bus) = feige_store::build(config)
+        .await
+        .context("starting backends")?;
     let hub = Arc::new(Hub::new(queue));
     if let Some(bus) = &memory_bus {
         bus.attach(hub.clone() as Arc<dyn PushSink>);
     }
     let shutdown = CancellationToken::new();
-    let router: Router<feige_core::Feige> =
-        feige_push::router(PushContext { hub, shutdown: shutdown.clone() }).merge(feige_api::health::router());
+    let router: Router<feige_core::Feige> = feige_push::router(PushContext {
+        hub,
+        shutdown: shutdown.clone(),
+    })
+    .merge(feige_api::health::router());
     let app = feige_api::finish(router, feige);
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
-    println!("feige push-tier listening on ws://{}", listener.local_addr()?);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    println!(
+        "feige push-tier listening on ws://{}",
+        listener.local_addr()?
+    );
     let stop = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -2,9 +2,9 @@
 
 use crate::error::ApiResult;
 use crate::extract::{Auth, Json};
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use axum::Router;
 use feige_core::{ConversationId, Feige};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +16,9 @@ pub fn router() -> Router<Feige> {
 }
 
 async fn list(State(f): State<Feige>, Auth(who): Auth) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(json!({"conversations": f.conversations(&who).await?})))
+    Ok(axum::Json(
+        json!({"conversations": f.conversations(&who).await?}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -24,7 +26,14 @@ struct ReadBody {
     seq: u64,
 }
 
-async fn read(State(f): State<Feige>, Auth(who): Auth, Path(id): Path<String>, Json(b): Json<ReadBody>) -> ApiResult<axum::Json<Value>> {
-    let unread = f.mark_read(&who, ConversationId::parse(&id)?, b.seq).await?;
+async fn read(
+    State(f): State<Feige>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    Json(b): Json<ReadBody>,
+) -> ApiResult<axum::Json<Value>> {
+    let unread = f
+        .mark_read(&who, ConversationId::parse(&id)?, b.seq)
+        .await?;
     Ok(axum::Json(json!({"unread": unread})))
 }

@@ -20,7 +20,19 @@ struct HistoryQuery {
     limit: Option<u32>,
 }
 
-async fn history(State(f): State<Feige>, Auth(who): Auth, Path(id): Path<String>, Query(q): Query<HistoryQuery>) -> ApiResult<Json<Value>> {
-    let (messages, has_more) = f.history(&who, ConversationId::parse(&id)?, q.before, q.limit.unwrap_or(50)).await?;
+async fn history(
+    State(f): State<Feige>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<Value>> {
+    let (messages, has_more) = f
+        .history(
+            &who,
+            ConversationId::parse(&id)?,
+            q.before,
+            q.limit.unwrap_or(50),
+        )
+        .await?;
     Ok(Json(json!({"messages": messages, "has_more": has_more})))
 }

@@ -2,10 +2,10 @@
 
 use crate::error::ApiResult;
 use crate::extract::{Auth, Json};
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::Router;
 use feige_core::usecases::{SendRequest, SendResult, Target};
 use feige_core::{Error, Feige, GroupId, UserId};
 use serde::Deserialize;
@@ -30,14 +30,38 @@ struct SendBody {
     body: Value,
 }
 
-async fn send(State(f): State<Feige>, Auth(who): Auth, Json(b): Json<SendBody>) -> ApiResult<(StatusCode, axum::Json<SendResult>)> {
+async fn send(
+    State(f): State<Feige>,
+    Auth(who): Auth,
+    Json(b): Json<SendBody>,
+) -> ApiResult<(StatusCode, axum::Json<SendResult>)> {
     let id = b.to.id.to_string();
     let to = match b.to.kind.as_str() {
         "user" => Target::User(UserId::parse(&id)?),
         "group" => Target::Group(GroupId::parse(&id)?),
-        _ => return Err(Error::bad_request("invalid_recipient", "to.kind must be \"user\" or \"group\"").into()),
+        _ => {
+            return Err(Error::bad_request(
+                "invalid_recipient",
+                "to.kind must be \"user\" or \"group\"",
+            )
+            .into());
+        }
     };
-    let res = f.send(&who, SendRequest { client_msg_id: b.client_msg_id, to, kind: b.kind, body: b.body }).await?;
-    let status = if res.created { StatusCode::CREATED } else { StatusCode::OK };
+    let res = f
+        .send(
+            &who,
+            SendRequest {
+                client_msg_id: b.client_msg_id,
+                to,
+                kind: b.kind,
+                body: b.body,
+            },
+        )
+        .await?;
+    let status = if res.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(res)))
 }

@@ -21,7 +21,8 @@ fn op(summary: &str, auth: bool, body: Option<Value>, ok: (&str, &str), params: 
         o["security"] = json!([]);
     }
     if let Some(schema) = body {
-        o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        o["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": schema}}});
     }
     o
 }

@@ -3,9 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::ids::UserId;
+use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
@@ -24,7 +24,11 @@ pub fn hash_password(password: &str) -> Result<String> {
 /// Checks a password against a PHC hash; false on any mismatch or malformed hash.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -37,7 +41,10 @@ pub fn random_token(n: usize) -> String {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What an access token says: who, which device and session, until when.
@@ -66,11 +73,14 @@ type HmacSha256 = Hmac<Sha256>;
 
 impl TokenKeys {
     pub fn new(secret: &[u8]) -> Self {
-        TokenKeys { secret: secret.to_vec() }
+        TokenKeys {
+            secret: secret.to_vec(),
+        }
     }
 
     fn mac(&self, msg: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = HmacSha256::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(msg.as_bytes());
         mac
     }
@@ -118,14 +128,31 @@ mod tests {
     #[test]
     fn tokens_reject_tampering_other_keys_and_expiry() {
         let k = TokenKeys::new(b"secret-one");
-        let claims = Claims { uid: UserId(7), did: "d".into(), sid: "s".into(), exp: 1_000 };
+        let claims = Claims {
+            uid: UserId(7),
+            did: "d".into(),
+            sid: "s".into(),
+            exp: 1_000,
+        };
         let t = k.sign(&claims);
         assert_eq!(k.verify(&t, 999).expect("valid"), claims);
-        assert_eq!(k.verify(&t, 1_000).expect_err("expired").code(), "token_expired");
-        assert_eq!(TokenKeys::new(b"other").verify(&t, 0).expect_err("wrong key").code(), "invalid_token");
+        assert_eq!(
+            k.verify(&t, 1_000).expect_err("expired").code(),
+            "token_expired"
+        );
+        assert_eq!(
+            TokenKeys::new(b"other")
+                .verify(&t, 0)
+                .expect_err("wrong key")
+                .code(),
+            "invalid_token"
+        );
         // Swap in a payload claiming another user, keep the signature.
         let forged = {
-            let other = Claims { uid: UserId(8), ..claims.clone() };
+            let other = Claims {
+                uid: UserId(8),
+                ..claims.clone()
+            };
             let t2 = k.sign(&other);
             let (body2, _) = t2.rsplit_once('.').expect("dot");
             let (_, sig1) = t.rsplit_once('.').expect("dot");

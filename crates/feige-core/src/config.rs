@@ -60,10 +60,17 @@ impl Config {
 
     /// Reads settings through `get` (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        fn num<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, key: &str, default: T) -> Result<T, String> {
+        fn num<T: std::str::FromStr>(
+            get: &dyn Fn(&str) -> Option<String>,
+            key: &str,
+            default: T,
+        ) -> Result<T, String> {
             match get(key) {
                 None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| format!("{key}={v:?} is not a valid number")),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{key}={v:?} is not a valid number")),
             }
         }
         let data_dir = PathBuf::from(get("FEIGE_DATA_DIR").unwrap_or_else(|| "./data".into()));
@@ -113,10 +120,13 @@ mod tests {
 
     #[test]
     fn data_dir_moves_embedded_files_and_bad_numbers_fail() {
-        let c = Config::from_lookup(|k| (k == "FEIGE_DATA_DIR").then(|| "/tmp/x".into())).expect("config");
+        let c = Config::from_lookup(|k| (k == "FEIGE_DATA_DIR").then(|| "/tmp/x".into()))
+            .expect("config");
         assert_eq!(c.db_url, "sqlite:///tmp/x/feige.db");
         assert_eq!(c.timeline_url, "sqlite:///tmp/x/timeline.db");
-        assert!(Config::from_lookup(|k| (k == "FEIGE_WS_IDLE_SECS").then(|| "soon".into())).is_err());
+        assert!(
+            Config::from_lookup(|k| (k == "FEIGE_WS_IDLE_SECS").then(|| "soon".into())).is_err()
+        );
         assert!(Config::from_lookup(|k| (k == "FEIGE_ROLE").then(|| "both".into())).is_err());
     }
 }

@@ -60,7 +60,10 @@ impl Event {
     /// The timeline event for a message (its `seq` is set per recipient when written).
     pub fn message(m: &Message) -> Self {
         let mut extra = Map::new();
-        extra.insert("client_msg_id".into(), Value::String(m.client_msg_id.clone()));
+        extra.insert(
+            "client_msg_id".into(),
+            Value::String(m.client_msg_id.clone()),
+        );
         Event {
             seq: 0,
             kind: "message".into(),

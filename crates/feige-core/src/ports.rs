@@ -15,7 +15,13 @@ use std::sync::Arc;
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Creates a user; `409 username_taken` if the name exists.
-    async fn create_user(&self, username: &str, nickname: &str, password_hash: &str, now: i64) -> Result<User>;
+    async fn create_user(
+        &self,
+        username: &str,
+        nickname: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<User>;
     /// Looks a user up by id.
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// The user and password hash for a login name.
@@ -30,7 +36,14 @@ pub trait SessionStore: Send + Sync {
     async fn create_session(&self, session: &NewSession) -> Result<Vec<String>>;
     /// Swaps the refresh hash of `sid` from `old_hash` to `new_hash` if it is current and
     /// unexpired. Presenting an older hash of the session is a replay: the session is revoked.
-    async fn rotate_refresh(&self, sid: &str, old_hash: &str, new_hash: &str, new_expires_at: i64, now: i64) -> Result<RotateOutcome>;
+    async fn rotate_refresh(
+        &self,
+        sid: &str,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: i64,
+        now: i64,
+    ) -> Result<RotateOutcome>;
     /// Marks a session revoked (idempotent).
     async fn revoke_session(&self, sid: &str, now: i64) -> Result<()>;
     /// Sessions revoked at or after `since` (ms): used to re-seed a cold revocation cache.
@@ -64,7 +77,11 @@ pub trait ChatStore: Send + Sync {
     /// Creates the one-to-one conversation of its two users if it does not exist yet.
     async fn ensure_direct(&self, conv: ConversationId, now: i64) -> Result<()>;
     /// The message a sender already sent with this client id, if any.
-    async fn find_by_client_id(&self, sender: UserId, client_msg_id: &str) -> Result<Option<Message>>;
+    async fn find_by_client_id(
+        &self,
+        sender: UserId,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>>;
     /// Atomically: takes the next `conv_seq`, stores the message, moves the conversation's
     /// `last_seq` and the sender's `read_seq` to it. A duplicate (sender, client_msg_id) returns
     /// the original instead. The conversation must exist and the sender be a member.
@@ -74,7 +91,12 @@ pub trait ChatStore: Send + Sync {
     /// A user's standing in a conversation; `None` if not a member (or no such conversation).
     async fn membership(&self, conv: ConversationId, user: UserId) -> Result<Option<Membership>>;
     /// Up to `limit` messages with `conv_seq < before` (or the newest), newest first.
-    async fn history(&self, conv: ConversationId, before: Option<Seq>, limit: u32) -> Result<Vec<Message>>;
+    async fn history(
+        &self,
+        conv: ConversationId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
     /// Every conversation the user is in, most recently active first, with the last message.
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>>;
     /// Moves the user's `read_seq` forward to `min(seq, last_seq)`; never backwards.

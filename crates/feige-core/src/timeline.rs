@@ -26,7 +26,11 @@ const MAX_ATTEMPTS: usize = 32;
 
 /// Takes the next seq of `user`, initialising a cold counter from the durable high-water mark
 /// (the timeline itself), so sequences never go backwards after a cache flush or restart.
-pub async fn next_seq(seqs: &dyn SeqAllocator, timeline: &dyn TimelineStore, user: UserId) -> Result<Seq> {
+pub async fn next_seq(
+    seqs: &dyn SeqAllocator,
+    timeline: &dyn TimelineStore,
+    user: UserId,
+) -> Result<Seq> {
     for _ in 0..3 {
         if let Some(seq) = seqs.allocate(user, 1).await? {
             return Ok(seq);
@@ -34,30 +38,49 @@ pub async fn next_seq(seqs: &dyn SeqAllocator, timeline: &dyn TimelineStore, use
         let floor = timeline.max_seq(user).await?;
         seqs.init(user, floor).await?;
     }
-    Err(Error::internal(format!("sequence counter for user {user} would not initialise")))
+    Err(Error::internal(format!(
+        "sequence counter for user {user} would not initialise"
+    )))
 }
 
 fn filler(user: UserId, seq: Seq) -> TimelineEntry {
-    TimelineEntry { user_id: user, seq, event_key: format!("gap:{seq}"), event: None, written_at: now_ms() }
+    TimelineEntry {
+        user_id: user,
+        seq,
+        event_key: format!("gap:{seq}"),
+        event: None,
+        written_at: now_ms(),
+    }
 }
 
 /// Appends `event` to each user's timeline (each gets its own seq) and returns the events as
 /// written, in input order. Idempotent per (user, event key): an event already present is
 /// returned with its existing seq. `maybe_present` says a previous attempt may have written
 /// some of them (a retried send), so look before allocating.
-pub async fn append(ports: &Ports, items: Vec<(UserId, Event)>, maybe_present: bool) -> Result<Vec<(UserId, Event)>> {
+pub async fn append(
+    ports: &Ports,
+    items: Vec<(UserId, Event)>,
+    maybe_present: bool,
+) -> Result<Vec<(UserId, Event)>> {
     let timeline = ports.timeline.as_ref();
     let seqs = ports.seqs.as_ref();
     let mut done: Vec<Option<Event>> = vec![None; items.len()];
     let mut pending: Vec<usize> = Vec::with_capacity(items.len());
     for (i, (user, event)) in items.iter().enumerate() {
-        if maybe_present {
-            if let Some(seq) = timeline.find(*user, &event.dedup_key()).await? {
-                done[i] = Some(Event { seq, ..event.clone() });
-                continue;
+        let existing = if maybe_present {
+            timeline.find(*user, &event.dedup_key()).await?
+        } else {
+            None
+        };
+        match existing {
+            Some(seq) => {
+                done[i] = Some(Event {
+                    seq,
+                    ..event.clone()
+                })
             }
+            None => pending.push(i),
         }
-        pending.push(i);
     }
     for _ in 0..MAX_ATTEMPTS {
         if pending.is_empty() {
@@ -71,7 +94,10 @@ pub async fn append(ports: &Ports, items: Vec<(UserId, Event)>, maybe_present: b
                 user_id: *user,
                 seq,
                 event_key: event.dedup_key(),
-                event: Some(Event { seq, ..event.clone() }),
+                event: Some(Event {
+                    seq,
+                    ..event.clone()
+                }),
                 written_at: now_ms(),
             });
         }
@@ -80,7 +106,13 @@ pub async fn append(ports: &Ports, items: Vec<(UserId, Event)>, maybe_present: b
         for ((i, entry), outcome) in pending.iter().zip(entries).zip(outcomes) {
             match outcome {
                 Inserted::Ok => done[*i] = entry.event,
-                Inserted::SeqTaken => retry.push(*i),
+                Inserted::SeqTaken => {
+                    // Our counter is behind the timeline (another process, a flushed cache):
+                    // catch up in one step instead of probing seq by seq.
+                    seqs.init(entry.user_id, timeline.max_seq(entry.user_id).await?)
+                        .await?;
+                    retry.push(*i);
+                }
                 Inserted::AlreadyAt(seq) => {
                     // Someone (a concurrent retry) wrote it first: release our slot at once.
                     timeline.insert(&filler(entry.user_id, entry.seq)).await?;
@@ -112,7 +144,13 @@ pub struct Page {
 }
 
 /// Reads up to `limit` events after `after`, never past a hole that may still fill.
-pub async fn read(ports: &Ports, user: UserId, after: Seq, limit: u32, grace: Duration) -> Result<Page> {
+pub async fn read(
+    ports: &Ports,
+    user: UserId,
+    after: Seq,
+    limit: u32,
+    grace: Duration,
+) -> Result<Page> {
     let timeline = ports.timeline.as_ref();
     let limit = limit.max(1);
     loop {
@@ -135,9 +173,19 @@ pub async fn read(ports: &Ports, user: UserId, after: Seq, limit: u32, grace: Du
         }
         let consumed_all = raw.last().is_none_or(|last| last.seq <= cursor);
         match hole_successor {
-            None => return Ok(Page { events, next: cursor, has_more: !consumed_all }),
+            None => {
+                return Ok(Page {
+                    events,
+                    next: cursor,
+                    has_more: !consumed_all,
+                });
+            }
             Some(_) if !events.is_empty() || cursor > after => {
-                return Ok(Page { events, next: cursor, has_more: true });
+                return Ok(Page {
+                    events,
+                    next: cursor,
+                    has_more: true,
+                });
             }
             Some(written_at) => {
                 let age = now_ms().saturating_sub(written_at);

@@ -28,7 +28,10 @@ fn scheme(url: &str) -> &str {
 }
 
 fn unsupported(var: &str, url: &str) -> Error {
-    Error::bad_request("unsupported_backend", format!("{var}={url}: unsupported scheme"))
+    Error::bad_request(
+        "unsupported_backend",
+        format!("{var}={url}: unsupported scheme"),
+    )
 }
 
 /// Connects every backend named in the config and runs migrations.
@@ -81,19 +84,24 @@ pub async fn connect(config: &Config) -> Result<Backends> {
 pub fn token_secret(config: &Config) -> Result<Vec<u8>> {
     if let Some(s) = &config.token_secret {
         if s.len() < 16 {
-            return Err(Error::bad_request("weak_secret", "FEIGE_TOKEN_SECRET must be at least 16 bytes"));
+            return Err(Error::bad_request(
+                "weak_secret",
+                "FEIGE_TOKEN_SECRET must be at least 16 bytes",
+            ));
         }
         return Ok(s.as_bytes().to_vec());
     }
     let path = config.data_dir.join("token.secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if existing.trim().len() >= 16 {
-            return Ok(existing.trim().as_bytes().to_vec());
-        }
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && existing.trim().len() >= 16
+    {
+        return Ok(existing.trim().as_bytes().to_vec());
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::internal(format!("{}: {e}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::internal(format!("{}: {e}", config.data_dir.display())))?;
     let secret = feige_core::auth::random_token(32);
-    write_private(&path, &secret).map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+    write_private(&path, &secret)
+        .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
     Ok(secret.into_bytes())
 }
 
@@ -109,9 +117,10 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 /// Maps a sqlx error to Feige's: connection trouble is 503, the rest 500.
 pub(crate) fn sql_err(backend: &'static str) -> impl Fn(sqlx::Error) -> Error {
     move |e| match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-            Error::unavailable(backend, e)
-        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => Error::unavailable(backend, e),
         other => Error::internal(format!("{backend}: {other}")),
     }
 }

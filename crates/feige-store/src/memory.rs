@@ -57,7 +57,9 @@ impl Revocations for MemoryCache {
     }
 
     async fn is_revoked(&self, sid: &str) -> Result<bool> {
-        Ok(lock(&self.revoked).get(sid).is_some_and(|until| *until > Instant::now()))
+        Ok(lock(&self.revoked)
+            .get(sid)
+            .is_some_and(|until| *until > Instant::now()))
     }
 }
 
@@ -84,7 +86,9 @@ impl RateLimiter for MemoryCache {
         }
         if slot.1 >= limit {
             let retry_after_secs = (window + 1) * window_secs - now;
-            return Err(Error::RateLimited { retry_after_secs: retry_after_secs.max(1) });
+            return Err(Error::RateLimited {
+                retry_after_secs: retry_after_secs.max(1),
+            });
         }
         slot.1 += 1;
         Ok(())
@@ -108,7 +112,10 @@ pub struct MemoryBus {
 impl MemoryBus {
     /// Adds a consumer of every push published from now on.
     pub fn attach(&self, sink: Arc<dyn PushSink>) {
-        self.sinks.write().unwrap_or_else(|p| p.into_inner()).push(sink);
+        self.sinks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sink);
     }
 }
 

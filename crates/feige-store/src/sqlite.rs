@@ -6,11 +6,16 @@
 use crate::{is_unique_violation, sql_err};
 use async_trait::async_trait;
 use feige_core::ids::{ConversationId, GroupId, UserId};
-use feige_core::model::{ConversationSummary, Membership, Message, NewSession, ReadOutcome, RotateOutcome, Seq, User};
+use feige_core::model::{
+    ConversationSummary, Membership, Message, NewSession, ReadOutcome, RotateOutcome, Seq, User,
+};
 use feige_core::ports::{Appended, ChatStore, NewMessage, Probe, SessionStore, UserStore};
 use feige_core::{Error, Result};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -18,10 +23,18 @@ const DB: &str = "db";
 
 /// Opens (creating if needed) a SQLite database at a `sqlite://path` URL: one writer
 /// connection and a pool of readers.
-pub(crate) async fn open(url: &str, migrator: &sqlx::migrate::Migrator, backend: &'static str) -> Result<(SqlitePool, SqlitePool)> {
+pub(crate) async fn open(
+    url: &str,
+    migrator: &sqlx::migrate::Migrator,
+    backend: &'static str,
+) -> Result<(SqlitePool, SqlitePool)> {
     let path = url.trim_start_matches("sqlite://");
-    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::unavailable(backend, format!("{}: {e}", dir.display())))?;
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::unavailable(backend, format!("{}: {e}", dir.display())))?;
     }
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
         .map_err(sql_err(backend))?
@@ -36,7 +49,10 @@ pub(crate) async fn open(url: &str, migrator: &sqlx::migrate::Migrator, backend:
         .connect_with(opts.clone())
         .await
         .map_err(sql_err(backend))?;
-    migrator.run(&writer).await.map_err(|e| Error::internal(format!("{backend} migrations: {e}")))?;
+    migrator
+        .run(&writer)
+        .await
+        .map_err(|e| Error::internal(format!("{backend} migrations: {e}")))?;
     let readers = SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(30))
@@ -71,12 +87,17 @@ fn message_from(row: &SqliteRow) -> Result<Message> {
     let recalled_at: Option<i64> = row.try_get("recalled_at").map_err(get)?;
     Ok(Message {
         msg_id: row.try_get("msg_id").map_err(get)?,
-        conversation_id: ConversationId::parse(&conv).map_err(|_| Error::internal(format!("stored conversation id {conv:?}")))?,
+        conversation_id: ConversationId::parse(&conv)
+            .map_err(|_| Error::internal(format!("stored conversation id {conv:?}")))?,
         conv_seq: row.try_get::<i64, _>("conv_seq").map_err(get)? as Seq,
         sender_id: UserId(row.try_get("sender_id").map_err(get)?),
         client_msg_id: row.try_get("client_msg_id").map_err(get)?,
         kind: row.try_get("type").map_err(get)?,
-        body: if recalled_at.is_some() { serde_json::Value::Null } else { serde_json::from_str(&body).map_err(Error::internal)? },
+        body: if recalled_at.is_some() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&body).map_err(Error::internal)?
+        },
         created_at: row.try_get("created_at").map_err(get)?,
         recalled: recalled_at.is_some(),
     })
@@ -84,38 +105,67 @@ fn message_from(row: &SqliteRow) -> Result<Message> {
 
 #[async_trait]
 impl UserStore for SqliteDb {
-    async fn create_user(&self, username: &str, nickname: &str, password_hash: &str, now: i64) -> Result<User> {
-        let res = sqlx::query("INSERT INTO users (username, nickname, password_hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(username)
-            .bind(nickname)
-            .bind(password_hash)
-            .bind(now)
-            .execute(&self.writer)
-            .await;
+    async fn create_user(
+        &self,
+        username: &str,
+        nickname: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<User> {
+        let res = sqlx::query(
+            "INSERT INTO users (username, nickname, password_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(username)
+        .bind(nickname)
+        .bind(password_hash)
+        .bind(now)
+        .execute(&self.writer)
+        .await;
         match res {
-            Ok(done) => Ok(User { user_id: UserId(done.last_insert_rowid()), username: username.into(), nickname: nickname.into() }),
-            Err(e) if is_unique_violation(&e) => Err(Error::conflict("username_taken", "that username is taken")),
+            Ok(done) => Ok(User {
+                user_id: UserId(done.last_insert_rowid()),
+                username: username.into(),
+                nickname: nickname.into(),
+            }),
+            Err(e) if is_unique_violation(&e) => {
+                Err(Error::conflict("username_taken", "that username is taken"))
+            }
             Err(e) => Err(sql_err(DB)(e)),
         }
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>> {
-        let row: Option<(i64, String, String)> = sqlx::query_as("SELECT id, username, nickname FROM users WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(sql_err(DB))?;
-        Ok(row.map(|(id, username, nickname)| User { user_id: UserId(id), username, nickname }))
-    }
-
-    async fn credentials(&self, username: &str) -> Result<Option<(User, String)>> {
-        let row: Option<(i64, String, String, String)> =
-            sqlx::query_as("SELECT id, username, nickname, password_hash FROM users WHERE username = ?")
-                .bind(username)
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT id, username, nickname FROM users WHERE id = ?")
+                .bind(id.0)
                 .fetch_optional(&self.readers)
                 .await
                 .map_err(sql_err(DB))?;
-        Ok(row.map(|(id, username, nickname, hash)| (User { user_id: UserId(id), username, nickname }, hash)))
+        Ok(row.map(|(id, username, nickname)| User {
+            user_id: UserId(id),
+            username,
+            nickname,
+        }))
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<(User, String)>> {
+        let row: Option<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT id, username, nickname, password_hash FROM users WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(sql_err(DB))?;
+        Ok(row.map(|(id, username, nickname, hash)| {
+            (
+                User {
+                    user_id: UserId(id),
+                    username,
+                    nickname,
+                },
+                hash,
+            )
+        }))
     }
 }
 
@@ -123,13 +173,14 @@ impl UserStore for SqliteDb {
 impl SessionStore for SqliteDb {
     async fn create_session(&self, s: &NewSession) -> Result<Vec<String>> {
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
-        let replaced: Vec<(String,)> =
-            sqlx::query_as("SELECT sid FROM sessions WHERE user_id = ? AND device_id = ? AND revoked_at IS NULL")
-                .bind(s.user_id.0)
-                .bind(&s.device_id)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(sql_err(DB))?;
+        let replaced: Vec<(String,)> = sqlx::query_as(
+            "SELECT sid FROM sessions WHERE user_id = ? AND device_id = ? AND revoked_at IS NULL",
+        )
+        .bind(s.user_id.0)
+        .bind(&s.device_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
         sqlx::query("UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND device_id = ? AND revoked_at IS NULL")
             .bind(s.created_at)
             .bind(s.user_id.0)
@@ -155,7 +206,14 @@ impl SessionStore for SqliteDb {
         Ok(replaced.into_iter().map(|(sid,)| sid).collect())
     }
 
-    async fn rotate_refresh(&self, sid: &str, old_hash: &str, new_hash: &str, new_expires_at: i64, now: i64) -> Result<RotateOutcome> {
+    async fn rotate_refresh(
+        &self,
+        sid: &str,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: i64,
+        now: i64,
+    ) -> Result<RotateOutcome> {
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         let row: Option<(i64, String, String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
             "SELECT user_id, device_id, refresh_hash, prev_refresh_hash, refresh_expires_at, revoked_at FROM sessions WHERE sid = ?",
@@ -178,7 +236,10 @@ impl SessionStore for SqliteDb {
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err(DB))?;
-            RotateOutcome::Rotated { user_id: UserId(user_id), device_id }
+            RotateOutcome::Rotated {
+                user_id: UserId(user_id),
+                device_id,
+            }
         } else if previous.as_deref() == Some(old_hash) {
             sqlx::query("UPDATE sessions SET revoked_at = ? WHERE sid = ?")
                 .bind(now)
@@ -186,7 +247,9 @@ impl SessionStore for SqliteDb {
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err(DB))?;
-            RotateOutcome::Reused { user_id: UserId(user_id) }
+            RotateOutcome::Reused {
+                user_id: UserId(user_id),
+            }
         } else {
             RotateOutcome::Invalid
         };
@@ -243,13 +306,19 @@ impl ChatStore for SqliteDb {
         tx.commit().await.map_err(sql_err(DB))
     }
 
-    async fn find_by_client_id(&self, sender: UserId, client_msg_id: &str) -> Result<Option<Message>> {
-        let row = sqlx::query(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE sender_id = ? AND client_msg_id = ?"))
-            .bind(sender.0)
-            .bind(client_msg_id)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(sql_err(DB))?;
+    async fn find_by_client_id(
+        &self,
+        sender: UserId,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE sender_id = ? AND client_msg_id = ?"
+        ))
+        .bind(sender.0)
+        .bind(client_msg_id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(sql_err(DB))?;
         row.as_ref().map(message_from).transpose()
     }
 
@@ -264,7 +333,10 @@ impl ChatStore for SqliteDb {
                 .await
                 .map_err(sql_err(DB))?;
         if member.is_none() {
-            return Err(Error::forbidden("not_member", "you are not a member of this conversation"));
+            return Err(Error::forbidden(
+                "not_member",
+                "you are not a member of this conversation",
+            ));
         }
         let (conv_seq,): (i64,) = sqlx::query_as("UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ? RETURNING last_seq")
             .bind(m.created_at)
@@ -338,11 +410,21 @@ impl ChatStore for SqliteDb {
         .fetch_optional(&self.readers)
         .await
         .map_err(sql_err(DB))?;
-        Ok(row.map(|(r, l)| Membership { read_seq: r as Seq, last_seq: l as Seq }))
+        Ok(row.map(|(r, l)| Membership {
+            read_seq: r as Seq,
+            last_seq: l as Seq,
+        }))
     }
 
-    async fn history(&self, conv: ConversationId, before: Option<Seq>, limit: u32) -> Result<Vec<Message>> {
-        let before = before.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+    async fn history(
+        &self,
+        conv: ConversationId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let before = before
+            .map(|b| b.min(i64::MAX as u64) as i64)
+            .unwrap_or(i64::MAX);
         let rows = sqlx::query(&format!(
             "SELECT {MESSAGE_COLS} FROM messages WHERE conversation_id = ? AND conv_seq < ? ORDER BY conv_seq DESC LIMIT ?"
         ))
@@ -376,13 +458,27 @@ impl ChatStore for SqliteDb {
                 let cid: String = row.try_get("cid").map_err(get)?;
                 let last = row.try_get::<i64, _>("last").map_err(get)? as Seq;
                 let read = row.try_get::<i64, _>("rd").map_err(get)? as Seq;
-                let has_msg = row.try_get::<Option<String>, _>("msg_id").map_err(get)?.is_some();
+                let has_msg = row
+                    .try_get::<Option<String>, _>("msg_id")
+                    .map_err(get)?
+                    .is_some();
                 Ok(ConversationSummary {
-                    conversation_id: ConversationId::parse(&cid).map_err(|_| Error::internal("stored conversation id"))?,
+                    conversation_id: ConversationId::parse(&cid)
+                        .map_err(|_| Error::internal("stored conversation id"))?,
                     kind: row.try_get("ckind").map_err(get)?,
-                    peer_id: row.try_get::<Option<i64>, _>("peer").map_err(get)?.map(UserId),
-                    group_id: row.try_get::<Option<i64>, _>("gid").map_err(get)?.map(GroupId),
-                    last_message: if has_msg { Some(message_from(row)?) } else { None },
+                    peer_id: row
+                        .try_get::<Option<i64>, _>("peer")
+                        .map_err(get)?
+                        .map(UserId),
+                    group_id: row
+                        .try_get::<Option<i64>, _>("gid")
+                        .map_err(get)?
+                        .map(GroupId),
+                    last_message: if has_msg {
+                        Some(message_from(row)?)
+                    } else {
+                        None
+                    },
                     last_seq: last,
                     read_seq: read,
                     unread: last.saturating_sub(read),
@@ -404,12 +500,19 @@ impl ChatStore for SqliteDb {
         .await
         .map_err(sql_err(DB))?;
         let Some((read, last)) = row else {
-            return Err(Error::forbidden("not_member", "you are not a member of this conversation"));
+            return Err(Error::forbidden(
+                "not_member",
+                "you are not a member of this conversation",
+            ));
         };
         let (read, last) = (read as Seq, last as Seq);
         let target = seq.min(last);
         if target <= read {
-            return Ok(ReadOutcome { read_seq: read, last_seq: last, advanced: false });
+            return Ok(ReadOutcome {
+                read_seq: read,
+                last_seq: last,
+                advanced: false,
+            });
         }
         sqlx::query("UPDATE conversation_members SET read_seq = ? WHERE conversation_id = ? AND user_id = ?")
             .bind(target as i64)
@@ -419,14 +522,21 @@ impl ChatStore for SqliteDb {
             .await
             .map_err(sql_err(DB))?;
         tx.commit().await.map_err(sql_err(DB))?;
-        Ok(ReadOutcome { read_seq: target, last_seq: last, advanced: true })
+        Ok(ReadOutcome {
+            read_seq: target,
+            last_seq: last,
+            advanced: true,
+        })
     }
 }
 
 #[async_trait]
 impl Probe for SqliteDb {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(sql_err(DB))?;
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map_err(sql_err(DB))?;
         Ok(())
     }
 }

@@ -27,7 +27,12 @@ impl SqliteTimeline {
     }
 
     async fn insert_in(tx: &mut Transaction<'_, Sqlite>, e: &TimelineEntry) -> Result<Inserted> {
-        let event = e.event.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?;
+        let event = e
+            .event
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(Error::internal)?;
         let res = sqlx::query("INSERT INTO timeline (user_id, seq, event_key, event, written_at) VALUES (?, ?, ?, ?, ?)")
             .bind(e.user_id.0)
             .bind(e.seq as i64)
@@ -39,12 +44,13 @@ impl SqliteTimeline {
         match res {
             Ok(_) => Ok(Inserted::Ok),
             Err(err) if is_unique_violation(&err) => {
-                let at: Option<(i64,)> = sqlx::query_as("SELECT seq FROM timeline WHERE user_id = ? AND event_key = ?")
-                    .bind(e.user_id.0)
-                    .bind(&e.event_key)
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(sql_err(TL))?;
+                let at: Option<(i64,)> =
+                    sqlx::query_as("SELECT seq FROM timeline WHERE user_id = ? AND event_key = ?")
+                        .bind(e.user_id.0)
+                        .bind(&e.event_key)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(sql_err(TL))?;
                 Ok(match at {
                     Some((seq,)) => Inserted::AlreadyAt(seq as Seq),
                     None => Inserted::SeqTaken,
@@ -58,7 +64,10 @@ impl SqliteTimeline {
 #[async_trait]
 impl TimelineStore for SqliteTimeline {
     async fn insert(&self, entry: &TimelineEntry) -> Result<Inserted> {
-        Ok(self.insert_many(std::slice::from_ref(entry)).await?.remove(0))
+        Ok(self
+            .insert_many(std::slice::from_ref(entry))
+            .await?
+            .remove(0))
     }
 
     /// One transaction for the whole batch: one fsync however large the fan-out.
@@ -87,7 +96,10 @@ impl TimelineStore for SqliteTimeline {
                     user_id: user,
                     seq: seq as Seq,
                     event_key,
-                    event: event.map(|e| serde_json::from_str(&e)).transpose().map_err(Error::internal)?,
+                    event: event
+                        .map(|e| serde_json::from_str(&e))
+                        .transpose()
+                        .map_err(Error::internal)?,
                     written_at,
                 })
             })
@@ -95,21 +107,23 @@ impl TimelineStore for SqliteTimeline {
     }
 
     async fn max_seq(&self, user: UserId) -> Result<Seq> {
-        let (max,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM timeline WHERE user_id = ?")
-            .bind(user.0)
-            .fetch_one(&self.writer)
-            .await
-            .map_err(sql_err(TL))?;
+        let (max,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(seq) FROM timeline WHERE user_id = ?")
+                .bind(user.0)
+                .fetch_one(&self.writer)
+                .await
+                .map_err(sql_err(TL))?;
         Ok(max.unwrap_or(0) as Seq)
     }
 
     async fn find(&self, user: UserId, event_key: &str) -> Result<Option<Seq>> {
-        let at: Option<(i64,)> = sqlx::query_as("SELECT seq FROM timeline WHERE user_id = ? AND event_key = ?")
-            .bind(user.0)
-            .bind(event_key)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(sql_err(TL))?;
+        let at: Option<(i64,)> =
+            sqlx::query_as("SELECT seq FROM timeline WHERE user_id = ? AND event_key = ?")
+                .bind(user.0)
+                .bind(event_key)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(sql_err(TL))?;
         Ok(at.map(|(s,)| s as Seq))
     }
 }
@@ -117,7 +131,10 @@ impl TimelineStore for SqliteTimeline {
 #[async_trait]
 impl Probe for SqliteTimeline {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(sql_err(TL))?;
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map_err(sql_err(TL))?;
         Ok(())
     }
 }

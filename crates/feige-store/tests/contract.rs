@@ -12,15 +12,25 @@ use std::sync::Arc;
 use tempfile::TempDir;
 
 async fn db(dir: &TempDir) -> Arc<SqliteDb> {
-    Arc::new(SqliteDb::connect(&format!("sqlite://{}/feige.db", dir.path().display())).await.unwrap())
+    Arc::new(
+        SqliteDb::connect(&format!("sqlite://{}/feige.db", dir.path().display()))
+            .await
+            .unwrap(),
+    )
 }
 
 async fn timeline(dir: &TempDir) -> Arc<SqliteTimeline> {
-    Arc::new(SqliteTimeline::connect(&format!("sqlite://{}/timeline.db", dir.path().display())).await.unwrap())
+    Arc::new(
+        SqliteTimeline::connect(&format!("sqlite://{}/timeline.db", dir.path().display()))
+            .await
+            .unwrap(),
+    )
 }
 
 async fn ports(dir: &TempDir) -> Ports {
-    let config = Config::from_lookup(|k| (k == "FEIGE_DATA_DIR").then(|| dir.path().display().to_string())).unwrap();
+    let config =
+        Config::from_lookup(|k| (k == "FEIGE_DATA_DIR").then(|| dir.path().display().to_string()))
+            .unwrap();
     feige_store::connect(&config).await.unwrap().ports
 }
 
@@ -84,16 +94,23 @@ async fn data_survives_reopening_the_files() {
     let dir = TempDir::new().unwrap();
     let id = {
         let db = db(&dir).await;
-        feige_core::ports::UserStore::create_user(db.as_ref(), "persist", "P", "h", 1).await.unwrap().user_id
+        feige_core::ports::UserStore::create_user(db.as_ref(), "persist", "P", "h", 1)
+            .await
+            .unwrap()
+            .user_id
     };
     let db = db(&dir).await;
-    let u = feige_core::ports::UserStore::user(db.as_ref(), id).await.unwrap().unwrap();
+    let u = feige_core::ports::UserStore::user(db.as_ref(), id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(u.username, "persist");
 }
 
 #[tokio::test]
 async fn unknown_schemes_are_refused() {
-    let config = Config::from_lookup(|k| (k == "FEIGE_CACHE_URL").then(|| "memcached://x".into())).unwrap();
+    let config =
+        Config::from_lookup(|k| (k == "FEIGE_CACHE_URL").then(|| "memcached://x".into())).unwrap();
     let err = feige_store::connect(&config).await.err().unwrap();
     assert_eq!(err.code(), "unsupported_backend");
 }

@@ -14,23 +14,35 @@ use std::time::Duration;
 
 /// A unique name for test data (backends shared between tests).
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
 }
 
 /// `UserStore`: create, case-insensitive uniqueness, look-ups.
 pub async fn user_store(s: Arc<dyn UserStore>) {
     let name = unique("u");
-    let u = s.create_user(&name, "Nick", "hash", now_ms()).await.unwrap();
+    let u = s
+        .create_user(&name, "Nick", "hash", now_ms())
+        .await
+        .unwrap();
     assert_eq!(u.username, name);
     assert!(u.user_id.0 > 0);
-    let dup = s.create_user(&name.to_uppercase(), "x", "h", now_ms()).await.unwrap_err();
+    let dup = s
+        .create_user(&name.to_uppercase(), "x", "h", now_ms())
+        .await
+        .unwrap_err();
     assert_eq!(dup.code(), "username_taken");
     assert_eq!(s.user(u.user_id).await.unwrap(), Some(u.clone()));
     assert_eq!(s.user(UserId(u.user_id.0 + 1_000_000)).await.unwrap(), None);
     let (cu, hash) = s.credentials(&name).await.unwrap().unwrap();
     assert_eq!((cu, hash.as_str()), (u.clone(), "hash"));
     assert!(s.credentials(&unique("nobody")).await.unwrap().is_none());
-    let other = s.create_user(&unique("v"), "V", "h", now_ms()).await.unwrap();
+    let other = s
+        .create_user(&unique("v"), "V", "h", now_ms())
+        .await
+        .unwrap();
     assert_ne!(other.user_id, u.user_id);
 }
 
@@ -49,19 +61,62 @@ fn session(sid: &str, user: UserId, device: &str, hash: &str) -> NewSession {
 
 /// `SessionStore`: device replacement, rotation, replay detection, revocation.
 pub async fn session_store(users: Arc<dyn UserStore>, s: Arc<dyn SessionStore>) {
-    let u = users.create_user(&unique("s"), "S", "h", now_ms()).await.unwrap().user_id;
+    let u = users
+        .create_user(&unique("s"), "S", "h", now_ms())
+        .await
+        .unwrap()
+        .user_id;
     let (a, b) = (unique("sid"), unique("sid"));
-    assert!(s.create_session(&session(&a, u, "phone", "h1")).await.unwrap().is_empty());
+    assert!(
+        s.create_session(&session(&a, u, "phone", "h1"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Same device logs in again: the old session is replaced.
-    assert_eq!(s.create_session(&session(&b, u, "phone", "h1")).await.unwrap(), vec![a.clone()]);
-    assert_eq!(s.rotate_refresh(&a, "h1", "h2", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
+    assert_eq!(
+        s.create_session(&session(&b, u, "phone", "h1"))
+            .await
+            .unwrap(),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        s.rotate_refresh(&a, "h1", "h2", now_ms() + 1000, now_ms())
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
     // Rotation: current hash moves on; the previous one is now a replay.
-    let rotated = s.rotate_refresh(&b, "h1", "h2", now_ms() + 60_000, now_ms()).await.unwrap();
-    assert_eq!(rotated, RotateOutcome::Rotated { user_id: u, device_id: "phone".into() });
-    assert_eq!(s.rotate_refresh(&b, "wrong", "h3", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
-    assert_eq!(s.rotate_refresh(&b, "h1", "h3", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Reused { user_id: u });
+    let rotated = s
+        .rotate_refresh(&b, "h1", "h2", now_ms() + 60_000, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated,
+        RotateOutcome::Rotated {
+            user_id: u,
+            device_id: "phone".into()
+        }
+    );
+    assert_eq!(
+        s.rotate_refresh(&b, "wrong", "h3", now_ms() + 1000, now_ms())
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+    assert_eq!(
+        s.rotate_refresh(&b, "h1", "h3", now_ms() + 1000, now_ms())
+            .await
+            .unwrap(),
+        RotateOutcome::Reused { user_id: u }
+    );
     // ... and the replay revoked the session: even the current token is dead.
-    assert_eq!(s.rotate_refresh(&b, "h2", "h3", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
+    assert_eq!(
+        s.rotate_refresh(&b, "h2", "h3", now_ms() + 1000, now_ms())
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
     let revoked = s.revoked_since(now_ms() - 60_000).await.unwrap();
     assert!(revoked.contains(&a) && revoked.contains(&b));
     // Expired refresh tokens do not rotate.
@@ -69,13 +124,25 @@ pub async fn session_store(users: Arc<dyn UserStore>, s: Arc<dyn SessionStore>) 
     let mut old = session(&c, u, "tablet", "x1");
     old.refresh_expires_at = now_ms() - 1;
     s.create_session(&old).await.unwrap();
-    assert_eq!(s.rotate_refresh(&c, "x1", "x2", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
+    assert_eq!(
+        s.rotate_refresh(&c, "x1", "x2", now_ms() + 1000, now_ms())
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
     // Explicit revocation is idempotent.
     let d = unique("sid");
-    s.create_session(&session(&d, u, "laptop", "y1")).await.unwrap();
+    s.create_session(&session(&d, u, "laptop", "y1"))
+        .await
+        .unwrap();
     s.revoke_session(&d, now_ms()).await.unwrap();
     s.revoke_session(&d, now_ms()).await.unwrap();
-    assert_eq!(s.rotate_refresh(&d, "y1", "y2", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
+    assert_eq!(
+        s.rotate_refresh(&d, "y1", "y2", now_ms() + 1000, now_ms())
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
 }
 
 fn new_message(conv: ConversationId, sender: UserId, cmid: &str) -> NewMessage {
@@ -92,9 +159,21 @@ fn new_message(conv: ConversationId, sender: UserId, cmid: &str) -> NewMessage {
 
 /// `ChatStore`: conversations, conv_seq allocation, dedup, history paging, unread.
 pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
-    let a = users.create_user(&unique("a"), "A", "h", now_ms()).await.unwrap().user_id;
-    let b = users.create_user(&unique("b"), "B", "h", now_ms()).await.unwrap().user_id;
-    let c = users.create_user(&unique("c"), "C", "h", now_ms()).await.unwrap().user_id;
+    let a = users
+        .create_user(&unique("a"), "A", "h", now_ms())
+        .await
+        .unwrap()
+        .user_id;
+    let b = users
+        .create_user(&unique("b"), "B", "h", now_ms())
+        .await
+        .unwrap()
+        .user_id;
+    let c = users
+        .create_user(&unique("c"), "C", "h", now_ms())
+        .await
+        .unwrap()
+        .user_id;
     let conv = ConversationId::direct(a, b);
     assert!(s.members(conv).await.unwrap().is_empty());
     s.ensure_direct(conv, now_ms()).await.unwrap();
@@ -107,21 +186,32 @@ pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
     let mut ids = Vec::new();
     for i in 1..=25u64 {
         let sender = if i % 2 == 0 { a } else { b };
-        let Appended::New(m) = s.append_message(&new_message(conv, sender, &format!("c{i}"))).await.unwrap() else {
+        let Appended::New(m) = s
+            .append_message(&new_message(conv, sender, &format!("c{i}")))
+            .await
+            .unwrap()
+        else {
             panic!("expected a new message")
         };
         assert_eq!(m.conv_seq, i);
         ids.push(m.msg_id);
     }
     // A duplicate client id returns the original and takes no conv_seq.
-    let Appended::Existing(orig) = s.append_message(&new_message(conv, a, "c2")).await.unwrap() else {
+    let Appended::Existing(orig) = s.append_message(&new_message(conv, a, "c2")).await.unwrap()
+    else {
         panic!("expected the original")
     };
     assert_eq!((orig.conv_seq, orig.msg_id.as_str()), (2, ids[1].as_str()));
-    assert_eq!(s.find_by_client_id(a, "c2").await.unwrap().unwrap().msg_id, ids[1]);
+    assert_eq!(
+        s.find_by_client_id(a, "c2").await.unwrap().unwrap().msg_id,
+        ids[1]
+    );
     assert!(s.find_by_client_id(b, "c2").await.unwrap().is_none());
     // A stranger cannot append.
-    let err = s.append_message(&new_message(conv, c, "x")).await.unwrap_err();
+    let err = s
+        .append_message(&new_message(conv, c, "x"))
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), 403);
 
     // History pages join without gap or overlap.
@@ -132,7 +222,10 @@ pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
         if page.is_empty() {
             break;
         }
-        assert!(page.windows(2).all(|w| w[0].conv_seq == w[1].conv_seq + 1), "newest first, contiguous");
+        assert!(
+            page.windows(2).all(|w| w[0].conv_seq == w[1].conv_seq + 1),
+            "newest first, contiguous"
+        );
         before = page.last().map(|m| m.conv_seq);
         seen.extend(page.into_iter().map(|m| m.conv_seq));
     }
@@ -141,7 +234,10 @@ pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
     // Unread: the last sender (b, message 25) has read everything; a has read up to 24.
     let list_a = s.conversations(a).await.unwrap();
     assert_eq!(list_a.len(), 1);
-    assert_eq!((list_a[0].last_seq, list_a[0].read_seq, list_a[0].unread), (25, 24, 1));
+    assert_eq!(
+        (list_a[0].last_seq, list_a[0].read_seq, list_a[0].unread),
+        (25, 24, 1)
+    );
     assert_eq!(list_a[0].peer_id, Some(b));
     assert_eq!(list_a[0].last_message.as_ref().unwrap().conv_seq, 25);
     assert!(s.conversations(c).await.unwrap().is_empty());
@@ -189,19 +285,41 @@ pub async fn timeline_store(t: Arc<dyn TimelineStore>) {
     let other = UserId(u.0 + 1);
     assert_eq!(t.max_seq(u).await.unwrap(), 0);
     assert_eq!(t.insert(&entry(u, 1, "k1")).await.unwrap(), Inserted::Ok);
-    assert_eq!(t.insert(&entry(u, 1, "k2")).await.unwrap(), Inserted::SeqTaken);
-    assert_eq!(t.insert(&entry(u, 2, "k1")).await.unwrap(), Inserted::AlreadyAt(1));
-    assert_eq!(t.insert(&entry(other, 1, "k1")).await.unwrap(), Inserted::Ok, "keys are per user");
-    let batch: Vec<_> = (2..=10).map(|s| entry(u, s, &format!("k{s}"))).chain([entry(u, 11, "k3")]).collect();
+    assert_eq!(
+        t.insert(&entry(u, 1, "k2")).await.unwrap(),
+        Inserted::SeqTaken
+    );
+    assert_eq!(
+        t.insert(&entry(u, 2, "k1")).await.unwrap(),
+        Inserted::AlreadyAt(1)
+    );
+    assert_eq!(
+        t.insert(&entry(other, 1, "k1")).await.unwrap(),
+        Inserted::Ok,
+        "keys are per user"
+    );
+    let batch: Vec<_> = (2..=10)
+        .map(|s| entry(u, s, &format!("k{s}")))
+        .chain([entry(u, 11, "k3")])
+        .collect();
     let out = t.insert_many(&batch).await.unwrap();
     assert!(out[..9].iter().all(|o| *o == Inserted::Ok));
     assert_eq!(out[9], Inserted::AlreadyAt(3));
-    let filler = TimelineEntry { event: None, ..entry(u, 12, "gap:12") };
+    let filler = TimelineEntry {
+        event: None,
+        ..entry(u, 12, "gap:12")
+    };
     assert_eq!(t.insert(&filler).await.unwrap(), Inserted::Ok);
     assert_eq!(t.max_seq(u).await.unwrap(), 12);
     let read = t.read(u, 4, 5).await.unwrap();
-    assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6, 7, 8, 9]);
-    assert_eq!(read[0].event.as_ref().unwrap().msg_id.as_deref(), Some("k5"));
+    assert_eq!(
+        read.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![5, 6, 7, 8, 9]
+    );
+    assert_eq!(
+        read[0].event.as_ref().unwrap().msg_id.as_deref(),
+        Some("k5")
+    );
     let tail = t.read(u, 10, 100).await.unwrap();
     // Seq 11 was refused (its key sits at 3), so only the filler at 12 follows 10.
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![12]);
@@ -267,7 +385,9 @@ pub async fn rate_limiter(l: Arc<dyn RateLimiter>) {
         l.hit(&key, 3, 10).await.unwrap();
     }
     match l.hit(&key, 3, 10).await {
-        Err(Error::RateLimited { retry_after_secs }) => assert!((1..=10).contains(&retry_after_secs)),
+        Err(Error::RateLimited { retry_after_secs }) => {
+            assert!((1..=10).contains(&retry_after_secs))
+        }
         other => panic!("expected rate limiting, got {other:?}"),
     }
     l.hit(&unique("rl"), 3, 10).await.unwrap();
@@ -288,7 +408,9 @@ pub async fn no_hole(ports: Ports) {
             let mut keys = Vec::new();
             for i in 0..per_writer {
                 let e = entry(user, 0, &format!("w{w}-{i}")).event.unwrap();
-                let written = timeline::append(&ports, vec![(user, e)], false).await.unwrap();
+                let written = timeline::append(&ports, vec![(user, e)], false)
+                    .await
+                    .unwrap();
                 keys.push(written[0].1.msg_id.clone().unwrap());
             }
             keys
@@ -301,7 +423,9 @@ pub async fn no_hole(ports: Ports) {
             let mut seen = Vec::new();
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             while seen.len() < writers * per_writer && std::time::Instant::now() < deadline {
-                let page = timeline::read(&ports, user, cursor, 7, Duration::from_secs(5)).await.unwrap();
+                let page = timeline::read(&ports, user, cursor, 7, Duration::from_secs(5))
+                    .await
+                    .unwrap();
                 for e in &page.events {
                     assert!(e.seq > cursor, "seq went backwards");
                     seen.push(e.msg_id.clone().unwrap());
@@ -323,17 +447,33 @@ pub async fn no_hole(ports: Ports) {
     assert_eq!(unique_seen, acked, "an acked event was never seen");
 
     // A writer takes a seq and dies; a later writer lands after the hole.
-    let before = timeline::read(&ports, user, 0, 1000, Duration::from_millis(100)).await.unwrap().next;
-    let dead = timeline::next_seq(ports.seqs.as_ref(), ports.timeline.as_ref(), user).await.unwrap();
+    let before = timeline::read(&ports, user, 0, 1000, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .next;
+    let dead = timeline::next_seq(ports.seqs.as_ref(), ports.timeline.as_ref(), user)
+        .await
+        .unwrap();
     assert_eq!(dead, before + 1);
     let live = entry(user, 0, &unique("late")).event.unwrap();
-    timeline::append(&ports, vec![(user, live)], false).await.unwrap();
-    let page = timeline::read(&ports, user, before, 10, Duration::from_millis(300)).await.unwrap();
-    assert_eq!(page.events.len(), 1, "the event after the hole is delivered once the hole is filled");
+    timeline::append(&ports, vec![(user, live)], false)
+        .await
+        .unwrap();
+    let page = timeline::read(&ports, user, before, 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.events.len(),
+        1,
+        "the event after the hole is delivered once the hole is filled"
+    );
     assert_eq!(page.next, dead + 1);
     // The dead writer wakes up and tries its old slot: taken; append goes on after it.
     let zombie = entry(user, dead, &unique("zombie"));
-    assert_eq!(ports.timeline.insert(&zombie).await.unwrap(), Inserted::SeqTaken);
+    assert_eq!(
+        ports.timeline.insert(&zombie).await.unwrap(),
+        Inserted::SeqTaken
+    );
 }
 
 /// Sequences never go backwards when the counter is lost (a flushed Redis, a restarted
@@ -343,10 +483,21 @@ pub async fn seqs_survive_a_cold_cache(ports: Ports, fresh_seqs: Arc<dyn SeqAllo
     let mut last = 0;
     for i in 0..5 {
         let e = entry(user, 0, &format!("before-{i}")).event.unwrap();
-        last = timeline::append(&ports, vec![(user, e)], false).await.unwrap()[0].1.seq;
+        last = timeline::append(&ports, vec![(user, e)], false)
+            .await
+            .unwrap()[0]
+            .1
+            .seq;
     }
-    let cold = Ports { seqs: fresh_seqs, ..ports };
+    let cold = Ports {
+        seqs: fresh_seqs,
+        ..ports
+    };
     let e = entry(user, 0, "after").event.unwrap();
-    let next = timeline::append(&cold, vec![(user, e)], false).await.unwrap()[0].1.seq;
+    let next = timeline::append(&cold, vec![(user, e)], false)
+        .await
+        .unwrap()[0]
+        .1
+        .seq;
     assert_eq!(next, last + 1);
 }

@@ -37,7 +37,12 @@ pub struct Feige {
 impl Feige {
     /// Builds the application; `token_secret` signs access tokens.
     pub fn new(ports: Ports, config: Config, token_secret: &[u8]) -> Self {
-        Feige { ports, config: Arc::new(config), signals: Arc::default(), keys: TokenKeys::new(token_secret) }
+        Feige {
+            ports,
+            config: Arc::new(config),
+            signals: Arc::default(),
+            keys: TokenKeys::new(token_secret),
+        }
     }
 
     /// `GET /v1/users/{id}`.
@@ -51,7 +56,11 @@ impl Feige {
 
     /// `/readyz`: every backend's answer.
     pub async fn readiness(&self) -> Vec<(&'static str, Result<()>)> {
-        let checks = self.ports.probes.iter().map(|(name, p)| async move { (*name, p.ping().await) });
+        let checks = self
+            .ports
+            .probes
+            .iter()
+            .map(|(name, p)| async move { (*name, p.ping().await) });
         let mut out = Vec::new();
         for c in checks {
             out.push(c.await);
