@@ -11,16 +11,14 @@ pub async fn app(router: Router<Feige>) -> Result<Router, lambda_http::Error> {
     if config.token_secret.is_none() {
         return Err("FEIGE_TOKEN_SECRET must be set for Lambda functions".into());
     }
-    let (feige, _bus) = feige_store::build(config).await?;
+    let (feige, _backends) = feige_backends::build(config).await?;
     Ok(feige_api::finish(router, feige))
 }
 
 /// Runs one action as a Lambda function.
 pub async fn run(router: Router<Feige>) -> Result<(), lambda_http::Error> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(false)
         .without_time()
         .init();

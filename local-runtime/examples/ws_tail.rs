@@ -13,20 +13,10 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let base = args
-        .next()
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-    let token = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: ws_tail BASE_URL ACCESS_TOKEN [SINCE]"))?;
-    let since = args
-        .next()
-        .map(|s| format!("&since={s}"))
-        .unwrap_or_default();
-    let url = format!(
-        "{}/v1/ws?access_token={token}{since}",
-        base.replacen("http", "ws", 1)
-    );
+    let base = args.next().unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let token = args.next().ok_or_else(|| anyhow::anyhow!("usage: ws_tail BASE_URL ACCESS_TOKEN [SINCE]"))?;
+    let since = args.next().map(|s| format!("&since={s}")).unwrap_or_default();
+    let url = format!("{}/v1/ws?access_token={token}{since}", base.replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     while let Some(msg) = ws.next().await {
         match msg? {

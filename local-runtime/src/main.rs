@@ -1,5 +1,6 @@
 //! `local-runtime`: every Feige HTTP action as axum routes plus the push tier, in one process,
-//! on embedded backends by default (no service to install). Stops gracefully on SIGTERM or
+//! on embedded backends by default (no service to install), or on MySQL, MongoDB, Redis and
+//! Kafka when their URLs are set. Stops gracefully on SIGTERM or
 //! Ctrl-C: sockets are told to reconnect (1012) and in-flight requests finish.
 
 use anyhow::Context;
@@ -12,10 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Command-line flags; each mirrors an environment variable (see `.env.example`).
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Feige all-in-one runtime: HTTP API + WebSocket push on one port"
-)]
+#[command(version, about = "Feige all-in-one runtime: HTTP API + WebSocket push on one port")]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "FEIGE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -29,9 +27,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let config = Config::from_lookup(|k| match k {
@@ -44,26 +42,19 @@ async fn main() -> anyhow::Result<()> {
     let role = config.role.clone();
     let queue = config.ws_queue;
 
-    let (feige, memory_bus) = feige_store::build(config)
-        .await
-        .context("starting backends")?;
+    let (feige, backends) = feige_backends::build(config).await.context("starting backends")?;
     let shutdown = CancellationToken::new();
     let mut router = feige_api::all_actions();
     if role == "all" {
         let hub = Arc::new(Hub::new(queue));
-        if let Some(bus) = &memory_bus {
-            bus.attach(hub.clone() as Arc<dyn PushSink>);
-        }
-        router = router.merge(feige_push::router(PushContext {
-            hub,
-            shutdown: shutdown.clone(),
-        }));
+        feige_backends::deliver_pushes_to(&backends, hub.clone() as Arc<dyn PushSink>, shutdown.clone())
+            .await
+            .context("connecting the push side to the bus")?;
+        router = router.merge(feige_push::router(PushContext { hub, shutdown: shutdown.clone() }));
     }
     let app = feige_api::finish(router, feige);
 
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when FEIGE_LISTEN ends in :0.
     println!("feige local-runtime listening on http://{addr} (role {role})");
@@ -85,11 +76,10 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -26,13 +26,8 @@ struct RegisterBody {
     nickname: Option<String>,
 }
 
-async fn register(
-    State(f): State<Feige>,
-    Json(b): Json<RegisterBody>,
-) -> ApiResult<(StatusCode, axum::Json<User>)> {
-    let user = f
-        .register(&b.username, &b.password, b.nickname.as_deref())
-        .await?;
+async fn register(State(f): State<Feige>, Json(b): Json<RegisterBody>) -> ApiResult<(StatusCode, axum::Json<User>)> {
+    let user = f.register(&b.username, &b.password, b.nickname.as_deref()).await?;
     Ok((StatusCode::CREATED, axum::Json(user)))
 }
 
@@ -44,19 +39,8 @@ struct LoginBody {
     platform: Option<String>,
 }
 
-async fn login(
-    State(f): State<Feige>,
-    Json(b): Json<LoginBody>,
-) -> ApiResult<axum::Json<LoginResult>> {
-    Ok(axum::Json(
-        f.login(
-            &b.username,
-            &b.password,
-            b.device_id.as_deref(),
-            b.platform.as_deref(),
-        )
-        .await?,
-    ))
+async fn login(State(f): State<Feige>, Json(b): Json<LoginBody>) -> ApiResult<axum::Json<LoginResult>> {
+    Ok(axum::Json(f.login(&b.username, &b.password, b.device_id.as_deref(), b.platform.as_deref()).await?))
 }
 
 #[derive(Deserialize)]
@@ -64,10 +48,7 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(
-    State(f): State<Feige>,
-    Json(b): Json<RefreshBody>,
-) -> ApiResult<axum::Json<Tokens>> {
+async fn refresh(State(f): State<Feige>, Json(b): Json<RefreshBody>) -> ApiResult<axum::Json<Tokens>> {
     Ok(axum::Json(f.refresh(&b.refresh_token).await?))
 }
 

@@ -1,4 +1,5 @@
-//! `GET /v1/conversations` (with unread) and `POST /v1/conversations/{id}/read`.
+//! `GET /v1/conversations` (with unread), `POST /v1/conversations/{id}/read` and
+//! `GET /v1/conversations/{id}/read-positions` (each member's read position, for groups).
 
 use crate::error::ApiResult;
 use crate::extract::{Auth, Json};
@@ -13,12 +14,25 @@ pub fn router() -> Router<Feige> {
     Router::new()
         .route("/v1/conversations", get(list))
         .route("/v1/conversations/{id}/read", post(read))
+        .route("/v1/conversations/{id}/read-positions", get(read_positions))
+}
+
+async fn read_positions(
+    State(f): State<Feige>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let positions: Vec<Value> = f
+        .read_positions(&who, ConversationId::parse(&id)?)
+        .await?
+        .into_iter()
+        .map(|(user_id, read_seq)| json!({"user_id": user_id, "read_seq": read_seq}))
+        .collect();
+    Ok(axum::Json(json!({"positions": positions})))
 }
 
 async fn list(State(f): State<Feige>, Auth(who): Auth) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(
-        json!({"conversations": f.conversations(&who).await?}),
-    ))
+    Ok(axum::Json(json!({"conversations": f.conversations(&who).await?})))
 }
 
 #[derive(Deserialize)]
@@ -32,8 +46,6 @@ async fn read(
     Path(id): Path<String>,
     Json(b): Json<ReadBody>,
 ) -> ApiResult<axum::Json<Value>> {
-    let unread = f
-        .mark_read(&who, ConversationId::parse(&id)?, b.seq)
-        .await?;
+    let unread = f.mark_read(&who, ConversationId::parse(&id)?, b.seq).await?;
     Ok(axum::Json(json!({"unread": unread})))
 }

@@ -24,11 +24,8 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %e, code = e.code(), "request failed");
         }
-        let mut resp = (
-            status,
-            Json(json!({"error": {"code": e.code(), "message": e.public_message()}})),
-        )
-            .into_response();
+        let mut resp =
+            (status, Json(json!({"error": {"code": e.code(), "message": e.public_message()}}))).into_response();
         if let Error::RateLimited { retry_after_secs } = e
             && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
         {
@@ -48,9 +45,7 @@ pub async fn not_found() -> ApiError {
 
 /// Known path, wrong method.
 pub async fn method_not_allowed() -> Response {
-    let body = Json(
-        json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this path"}}),
-    );
+    let body = Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this path"}}));
     (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
 }
 

@@ -17,22 +17,15 @@ pub struct Auth(pub Identity);
 pub fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 impl FromRequestParts<Feige> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, feige: &Feige) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
-            Error::unauthorized(
-                "missing_token",
-                "an Authorization: Bearer token is required",
-            )
-        })?;
+        let token = bearer(parts)
+            .ok_or_else(|| Error::unauthorized("missing_token", "an Authorization: Bearer token is required"))?;
         Ok(Auth(feige.authenticate(token).await?))
     }
 }
@@ -51,12 +44,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 Error::bad_request("invalid_body", rej.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-            ApiError(Error::bad_request(
-                "invalid_json",
-                format!("invalid JSON body: {e}"),
-            ))
-        })
+        serde_json::from_slice(&bytes)
+            .map(Json)
+            .map_err(|e| ApiError(Error::bad_request("invalid_json", format!("invalid JSON body: {e}"))))
     }
 }
 

@@ -26,13 +26,6 @@ async fn history(
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Value>> {
-    let (messages, has_more) = f
-        .history(
-            &who,
-            ConversationId::parse(&id)?,
-            q.before,
-            q.limit.unwrap_or(50),
-        )
-        .await?;
+    let (messages, has_more) = f.history(&who, ConversationId::parse(&id)?, q.before, q.limit.unwrap_or(50)).await?;
     Ok(Json(json!({"messages": messages, "has_more": has_more})))
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod conversations;
 pub mod error;
 pub mod extract;
+pub mod groups;
 pub mod health;
 pub mod history;
 pub mod messages;
@@ -29,6 +30,7 @@ pub fn all_actions() -> Router<Feige> {
         .merge(sync::router())
         .merge(conversations::router())
         .merge(history::router())
+        .merge(groups::router())
         .merge(health::router())
 }
 
@@ -41,9 +43,7 @@ pub fn finish(router: Router<Feige>, feige: Feige) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            error::panicked,
-        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panicked))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(feige)
 }

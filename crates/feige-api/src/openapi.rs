@@ -21,8 +21,7 @@ fn op(summary: &str, auth: bool, body: Option<Value>, ok: (&str, &str), params: 
         o["security"] = json!([]);
     }
     if let Some(schema) = body {
-        o["requestBody"] =
-            json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
     }
     o
 }
@@ -75,6 +74,32 @@ pub fn spec() -> Value {
             "/v1/ws": {"get": op("WebSocket upgrade for push (protobuf frames)", true, None, ("101", "switching protocols"),
                 json!([q("since", "replay events after this seq first"),
                        {"name": "access_token", "in": "query", "required": false, "schema": s}]))},
+            "/v1/messages/{msg_id}/recall": {"post": op("Recall a message (sender, or group owner/admin, within the window)", true, None,
+                ("200", "msg_id, conversation_id, conv_seq, recalled"), json!([p("msg_id", "string")]))},
+            "/v1/conversations/{id}/read-positions": {"get": op("Every member's read position", true, None,
+                ("200", "positions: [{user_id, read_seq}]"), json!([p("id", "string")]))},
+            "/v1/groups": {
+                "post": op("Create a group (owner plus members, at most 500)", true,
+                    Some(obj(&["name"], json!({"name": s, "members": {"type": "array", "items": i}}))),
+                    ("201", "group_id, name, owner_id, members, conversation_id"), json!([])),
+                "get": op("The caller's groups", true, None, ("200", "groups"), json!([]))},
+            "/v1/groups/{id}": {
+                "get": op("Group info and the caller's role", true, None, ("200", "group"), json!([p("id", "integer")])),
+                "patch": op("Rename / announce (owner, admin)", true,
+                    Some(json!({"type": "object", "properties": {"name": s, "announcement": s}})), ("200", "group"), json!([p("id", "integer")])),
+                "delete": op("Disband (owner)", true, None, ("204", "disbanded"), json!([p("id", "integer")]))},
+            "/v1/groups/{id}/members": {
+                "get": op("Members with roles", true, None, ("200", "members"), json!([p("id", "integer")])),
+                "post": op("Invite (owner, admin); 409 group_full past 500", true,
+                    Some(obj(&["user_ids"], json!({"user_ids": {"type": "array", "items": i}}))), ("200", "added"), json!([p("id", "integer")]))},
+            "/v1/groups/{id}/members/{user_id}": {"delete": op("Leave (yourself) or kick (owner, admin)", true, None, ("204", "removed"),
+                json!([p("id", "integer"), p("user_id", "integer")]))},
+            "/v1/groups/{id}/admins": {"post": op("Grant admin (owner)", true, Some(obj(&["user_id"], json!({"user_id": i}))),
+                ("204", "granted"), json!([p("id", "integer")]))},
+            "/v1/groups/{id}/admins/{user_id}": {"delete": op("Revoke admin (owner)", true, None, ("204", "revoked"),
+                json!([p("id", "integer"), p("user_id", "integer")]))},
+            "/v1/groups/{id}/owner": {"post": op("Transfer ownership (owner)", true, Some(obj(&["user_id"], json!({"user_id": i}))),
+                ("204", "transferred"), json!([p("id", "integer")]))},
             "/healthz": {"get": op("Liveness", false, None, ("200", "ok"), json!([]))},
             "/readyz": {"get": op("Readiness of every backend", false, None, ("200", "ready"), json!([]))},
             "/metrics": {"get": op("Prometheus metrics", false, None, ("200", "text"), json!([]))}

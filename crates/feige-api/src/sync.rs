@@ -21,16 +21,8 @@ struct SyncQuery {
     wait: Option<u64>,
 }
 
-async fn sync(
-    State(f): State<Feige>,
-    Auth(who): Auth,
-    Query(q): Query<SyncQuery>,
-) -> ApiResult<Json<Value>> {
+async fn sync(State(f): State<Feige>, Auth(who): Auth, Query(q): Query<SyncQuery>) -> ApiResult<Json<Value>> {
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(30));
-    let page = f
-        .sync(&who, q.since.unwrap_or(0), q.limit.unwrap_or(100), wait)
-        .await?;
-    Ok(Json(
-        json!({"events": page.events, "next": page.next, "has_more": page.has_more}),
-    ))
+    let page = f.sync(&who, q.since.unwrap_or(0), q.limit.unwrap_or(100), wait).await?;
+    Ok(Json(json!({"events": page.events, "next": page.next, "has_more": page.has_more})))
 }

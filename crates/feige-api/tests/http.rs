@@ -3,164 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use axum::Router;
+mod common;
+
+use common::{app, app_with, code};
+
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use feige_core::Config;
-use http_body_util::BodyExt;
+use axum::http::{StatusCode, header};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
-use tower::ServiceExt;
-
-struct App {
-    router: Router,
-    _dir: TempDir,
-}
-
-struct Resp {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-async fn app_with(extra: &[(&str, &str)]) -> App {
-    let dir = TempDir::new().unwrap();
-    let mut env: HashMap<String, String> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.insert("FEIGE_DATA_DIR".into(), dir.path().display().to_string());
-    env.entry("FEIGE_SEND_RATE_PER_SEC".into())
-        .or_insert("0".into());
-    env.entry("FEIGE_LOGIN_RATE_PER_MIN".into())
-        .or_insert("0".into());
-    let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let (feige, _bus) = feige_store::build(config).await.unwrap();
-    App {
-        router: feige_api::app(feige),
-        _dir: dir,
-    }
-}
-
-async fn app() -> App {
-    app_with(&[]).await
-}
-
-impl App {
-    async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> Resp {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
-        let body = body
-            .map(|b| Body::from(b.to_string()))
-            .unwrap_or_else(Body::empty);
-        self.raw(method, path, token, body).await
-    }
-
-    /// Registers and logs in; returns (user_id, access_token, refresh_token).
-    async fn user(&self, name: &str) -> (i64, String, String) {
-        self.user_on(name, "dev-1").await
-    }
-
-    async fn user_on(&self, name: &str, device: &str) -> (i64, String, String) {
-        let r = self
-            .call(
-                "POST",
-                "/v1/auth/register",
-                None,
-                Some(json!({"username": name, "password": "password-1"})),
-            )
-            .await;
-        assert!(
-            r.status == StatusCode::CREATED || r.body["error"]["code"] == "username_taken",
-            "{:?}",
-            r.body
-        );
-        self.login(name, device).await
-    }
-
-    async fn login(&self, name: &str, device: &str) -> (i64, String, String) {
-        let r = self
-            .call(
-                "POST",
-                "/v1/auth/login",
-                None,
-                Some(json!({"username": name, "password": "password-1", "device_id": device})),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        (
-            r.body["user_id"].as_i64().unwrap(),
-            r.body["access_token"].as_str().unwrap().into(),
-            r.body["refresh_token"].as_str().unwrap().into(),
-        )
-    }
-
-    async fn send(&self, token: &str, to: i64, cmid: &str, text: &str) -> Resp {
-        self.call("POST", "/v1/messages", Some(token), Some(json!({"client_msg_id": cmid, "to": {"kind": "user", "id": to}, "type": "text", "body": text})))
-            .await
-    }
-
-    /// Syncs from `since` until has_more is false.
-    async fn sync_all(&self, token: &str, since: u64) -> (Vec<Value>, u64) {
-        let mut cursor = since;
-        let mut events = Vec::new();
-        loop {
-            let r = self
-                .call(
-                    "GET",
-                    &format!("/v1/sync?since={cursor}&limit=50"),
-                    Some(token),
-                    None,
-                )
-                .await;
-            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-            events.extend(r.body["events"].as_array().unwrap().iter().cloned());
-            cursor = r.body["next"].as_u64().unwrap();
-            if !r.body["has_more"].as_bool().unwrap() {
-                return (events, cursor);
-            }
-        }
-    }
-}
-
-fn code(r: &Resp) -> &str {
-    r.body["error"]["code"]
-        .as_str()
-        .unwrap_or("<no error code>")
-}
 
 #[tokio::test]
 async fn register_login_me_and_profiles() {
@@ -177,62 +28,25 @@ async fn register_login_me_and_profiles() {
     assert_eq!(r.body["username"], "alice");
     assert_eq!(r.body["nickname"], "Alice");
     let id = r.body["user_id"].as_i64().unwrap();
-    let dup = app
-        .call(
-            "POST",
-            "/v1/auth/register",
-            None,
-            Some(json!({"username": "ALICE", "password": "password-2"})),
-        )
-        .await;
-    assert_eq!(
-        (dup.status, code(&dup)),
-        (StatusCode::CONFLICT, "username_taken")
-    );
-    let bad = app
-        .call(
-            "POST",
-            "/v1/auth/login",
-            None,
-            Some(json!({"username": "alice", "password": "nope-nope"})),
-        )
-        .await;
-    assert_eq!(
-        (bad.status, code(&bad)),
-        (StatusCode::UNAUTHORIZED, "invalid_credentials")
-    );
-    let ghost = app
-        .call(
-            "POST",
-            "/v1/auth/login",
-            None,
-            Some(json!({"username": "ghost", "password": "nope-nope"})),
-        )
-        .await;
-    assert_eq!(
-        (ghost.status, code(&ghost)),
-        (StatusCode::UNAUTHORIZED, "invalid_credentials")
-    );
+    let dup =
+        app.call("POST", "/v1/auth/register", None, Some(json!({"username": "ALICE", "password": "password-2"}))).await;
+    assert_eq!((dup.status, code(&dup)), (StatusCode::CONFLICT, "username_taken"));
+    let bad =
+        app.call("POST", "/v1/auth/login", None, Some(json!({"username": "alice", "password": "nope-nope"}))).await;
+    assert_eq!((bad.status, code(&bad)), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
+    let ghost =
+        app.call("POST", "/v1/auth/login", None, Some(json!({"username": "ghost", "password": "nope-nope"}))).await;
+    assert_eq!((ghost.status, code(&ghost)), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
     let (uid, token, refresh) = app.login("alice", "phone").await;
     assert_eq!(uid, id);
     assert!(!refresh.is_empty());
     let me = app.call("GET", "/v1/users/me", Some(&token), None).await;
-    assert_eq!(
-        (me.status, me.body["user_id"].as_i64()),
-        (StatusCode::OK, Some(id))
-    );
-    let other = app
-        .call("GET", &format!("/v1/users/{id}"), Some(&token), None)
-        .await;
+    assert_eq!((me.status, me.body["user_id"].as_i64()), (StatusCode::OK, Some(id)));
+    let other = app.call("GET", &format!("/v1/users/{id}"), Some(&token), None).await;
     assert_eq!(other.body["nickname"], "Alice");
     assert!(other.body.get("password_hash").is_none());
-    let missing = app
-        .call("GET", "/v1/users/999999", Some(&token), None)
-        .await;
-    assert_eq!(
-        (missing.status, code(&missing)),
-        (StatusCode::NOT_FOUND, "user_not_found")
-    );
+    let missing = app.call("GET", "/v1/users/999999", Some(&token), None).await;
+    assert_eq!((missing.status, code(&missing)), (StatusCode::NOT_FOUND, "user_not_found"));
     let junk = app.call("GET", "/v1/users/abc", Some(&token), None).await;
     assert_eq!(junk.status, StatusCode::BAD_REQUEST);
     for bad in [
@@ -249,118 +63,55 @@ async fn register_login_me_and_profiles() {
 async fn tokens_are_required_checked_and_revoked_at_once() {
     let app = app().await;
     let (_, token, _) = app.user("bob").await;
-    for (tok, want) in [
-        (None, "missing_token"),
-        (Some("garbage"), "invalid_token"),
-        (Some("v1.e30.AAAA"), "invalid_token"),
-    ] {
+    for (tok, want) in
+        [(None, "missing_token"), (Some("garbage"), "invalid_token"), (Some("v1.e30.AAAA"), "invalid_token")]
+    {
         let r = app.call("GET", "/v1/users/me", tok, None).await;
         assert_eq!((r.status, code(&r)), (StatusCode::UNAUTHORIZED, want));
     }
     // A token signed with another key (another deployment) is refused.
-    let foreign = feige_core::auth::TokenKeys::new(b"some-other-secret-key").sign(
-        &feige_core::auth::Claims {
-            uid: feige_core::UserId(1),
-            did: "d".into(),
-            sid: "s".into(),
-            exp: i64::MAX / 2,
-        },
-    );
-    assert_eq!(
-        app.call("GET", "/v1/users/me", Some(&foreign), None)
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
-    let out = app
-        .call("POST", "/v1/auth/logout", Some(&token), None)
-        .await;
+    let foreign = feige_core::auth::TokenKeys::new(b"some-other-secret-key").sign(&feige_core::auth::Claims {
+        uid: feige_core::UserId(1),
+        did: "d".into(),
+        sid: "s".into(),
+        exp: i64::MAX / 2,
+    });
+    assert_eq!(app.call("GET", "/v1/users/me", Some(&foreign), None).await.status, StatusCode::UNAUTHORIZED);
+    let out = app.call("POST", "/v1/auth/logout", Some(&token), None).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     let after = app.call("GET", "/v1/users/me", Some(&token), None).await;
-    assert_eq!(
-        (after.status, code(&after)),
-        (StatusCode::UNAUTHORIZED, "token_revoked")
-    );
+    assert_eq!((after.status, code(&after)), (StatusCode::UNAUTHORIZED, "token_revoked"));
 }
 
 #[tokio::test]
 async fn access_tokens_expire() {
     let app = app_with(&[("FEIGE_ACCESS_TTL_SECS", "1")]).await;
     let (_, token, _) = app.user("shortlived").await;
-    assert_eq!(
-        app.call("GET", "/v1/users/me", Some(&token), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(app.call("GET", "/v1/users/me", Some(&token), None).await.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = app.call("GET", "/v1/users/me", Some(&token), None).await;
-    assert_eq!(
-        (r.status, code(&r)),
-        (StatusCode::UNAUTHORIZED, "token_expired")
-    );
+    assert_eq!((r.status, code(&r)), (StatusCode::UNAUTHORIZED, "token_expired"));
 }
 
 #[tokio::test]
 async fn refresh_rotates_and_a_replay_kills_the_session() {
     let app = app().await;
     let (_, _, refresh1) = app.user("carol").await;
-    let r = app
-        .call(
-            "POST",
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh1})),
-        )
-        .await;
+    let r = app.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": refresh1}))).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let refresh2 = r.body["refresh_token"].as_str().unwrap().to_owned();
     let access2 = r.body["access_token"].as_str().unwrap().to_owned();
     assert_ne!(refresh1, refresh2);
     assert!(r.body["expires_in"].as_u64().unwrap() > 0);
-    assert_eq!(
-        app.call("GET", "/v1/users/me", Some(&access2), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(app.call("GET", "/v1/users/me", Some(&access2), None).await.status, StatusCode::OK);
     // The old refresh token died; presenting it again is a replay: the session is revoked.
-    let replay = app
-        .call(
-            "POST",
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh1})),
-        )
-        .await;
-    assert_eq!(
-        (replay.status, code(&replay)),
-        (StatusCode::UNAUTHORIZED, "invalid_refresh_token")
-    );
-    assert_eq!(
-        app.call("GET", "/v1/users/me", Some(&access2), None)
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
-    let r = app
-        .call(
-            "POST",
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh2})),
-        )
-        .await;
+    let replay = app.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": refresh1}))).await;
+    assert_eq!((replay.status, code(&replay)), (StatusCode::UNAUTHORIZED, "invalid_refresh_token"));
+    assert_eq!(app.call("GET", "/v1/users/me", Some(&access2), None).await.status, StatusCode::UNAUTHORIZED);
+    let r = app.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": refresh2}))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     for junk in ["", "nodot", ".x", "x."] {
-        let r = app
-            .call(
-                "POST",
-                "/v1/auth/refresh",
-                None,
-                Some(json!({"refresh_token": junk})),
-            )
-            .await;
+        let r = app.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": junk}))).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
 }
@@ -371,24 +122,9 @@ async fn a_new_login_on_the_same_device_replaces_the_old_session() {
     let (_, first, _) = app.user_on("dave", "phone").await;
     let (_, other_device, _) = app.login("dave", "laptop").await;
     let (_, second, _) = app.login("dave", "phone").await;
-    assert_eq!(
-        app.call("GET", "/v1/users/me", Some(&first), None)
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        app.call("GET", "/v1/users/me", Some(&second), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.call("GET", "/v1/users/me", Some(&other_device), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(app.call("GET", "/v1/users/me", Some(&first), None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.call("GET", "/v1/users/me", Some(&second), None).await.status, StatusCode::OK);
+    assert_eq!(app.call("GET", "/v1/users/me", Some(&other_device), None).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -418,14 +154,7 @@ async fn send_is_durable_idempotent_and_visible_to_both_sides() {
     }
     assert_eq!(ea[0]["seq"], first.body["seq"]);
     let conv = first.body["conversation_id"].as_str().unwrap();
-    let h = app
-        .call(
-            "GET",
-            &format!("/v1/conversations/{conv}/messages"),
-            Some(&tb),
-            None,
-        )
-        .await;
+    let h = app.call("GET", &format!("/v1/conversations/{conv}/messages"), Some(&tb), None).await;
     assert_eq!(h.body["messages"].as_array().unwrap().len(), 1);
     // Identity comes from the token only: a body claiming another sender is ignored.
     let spoof = app
@@ -444,51 +173,35 @@ async fn bad_input_gets_a_4xx_with_a_code_and_changes_nothing() {
     let cases: Vec<(Body, StatusCode)> = vec![
         (Body::from("{not json"), StatusCode::BAD_REQUEST),
         (
-            Body::from(
-                r#"{"client_msg_id": 5, "to": {"kind": "user", "id": 2}, "type": "text", "body": "x"}"#,
-            ),
+            Body::from(r#"{"client_msg_id": 5, "to": {"kind": "user", "id": 2}, "type": "text", "body": "x"}"#),
             StatusCode::BAD_REQUEST,
         ),
         (
-            Body::from(
-                r#"{"client_msg_id": "a", "to": {"kind": "user", "id": "2"}, "type": "text", "body": "x"}"#,
-            ),
+            Body::from(r#"{"client_msg_id": "a", "to": {"kind": "user", "id": "2"}, "type": "text", "body": "x"}"#),
             StatusCode::BAD_REQUEST,
         ),
         (
-            Body::from(
-                r#"{"client_msg_id": "a", "to": {"kind": "room", "id": 2}, "type": "text", "body": "x"}"#,
-            ),
+            Body::from(r#"{"client_msg_id": "a", "to": {"kind": "room", "id": 2}, "type": "text", "body": "x"}"#),
             StatusCode::BAD_REQUEST,
         ),
         (
-            Body::from(
-                r#"{"client_msg_id": "a", "to": {"kind": "user", "id": 2}, "type": "bogus", "body": "x"}"#,
-            ),
+            Body::from(r#"{"client_msg_id": "a", "to": {"kind": "user", "id": 2}, "type": "bogus", "body": "x"}"#),
             StatusCode::BAD_REQUEST,
         ),
         (
-            Body::from(
-                r#"{"client_msg_id": "a", "to": {"kind": "user", "id": 2}, "type": "image", "body": "x"}"#,
-            ),
+            Body::from(r#"{"client_msg_id": "a", "to": {"kind": "user", "id": 2}, "type": "image", "body": "x"}"#),
             StatusCode::BAD_REQUEST,
         ),
         (
-            Body::from(
-                r#"{"client_msg_id": "a", "to": {"kind": "user", "id": -4}, "type": "text", "body": "x"}"#,
-            ),
+            Body::from(r#"{"client_msg_id": "a", "to": {"kind": "user", "id": -4}, "type": "text", "body": "x"}"#),
             StatusCode::BAD_REQUEST,
         ),
         (
-            Body::from(
-                r#"{"client_msg_id": "a", "to": {"kind": "user", "id": 999999}, "type": "text", "body": "x"}"#,
-            ),
+            Body::from(r#"{"client_msg_id": "a", "to": {"kind": "user", "id": 999999}, "type": "text", "body": "x"}"#),
             StatusCode::NOT_FOUND,
         ),
         (
-            Body::from(
-                r#"{"client_msg_id": "a", "to": {"kind": "group", "id": 77}, "type": "text", "body": "x"}"#,
-            ),
+            Body::from(r#"{"client_msg_id": "a", "to": {"kind": "group", "id": 77}, "type": "text", "body": "x"}"#),
             StatusCode::NOT_FOUND,
         ),
         (
@@ -509,47 +222,21 @@ async fn bad_input_gets_a_4xx_with_a_code_and_changes_nothing() {
     let me_self = app.raw("POST", "/v1/messages", Some(&ta), Body::from(json!({"client_msg_id": "s", "to": {"kind": "user", "id": app.call("GET", "/v1/users/me", Some(&ta), None).await.body["user_id"]}, "type": "text", "body": "x"}).to_string())).await;
     assert_eq!(code(&me_self), "invalid_recipient");
     assert_eq!(
-        app.raw(
-            "POST",
-            "/v1/messages",
-            Some(&ta),
-            Body::from("x".repeat(4096))
-        )
-        .await
-        .status,
+        app.raw("POST", "/v1/messages", Some(&ta), Body::from("x".repeat(4096))).await.status,
         StatusCode::PAYLOAD_TOO_LARGE
     );
-    assert_eq!(
-        code(
-            &app.raw(
-                "POST",
-                "/v1/messages",
-                Some(&ta),
-                Body::from("x".repeat(4096))
-            )
-            .await
-        ),
-        "body_too_large"
-    );
+    assert_eq!(code(&app.raw("POST", "/v1/messages", Some(&ta), Body::from("x".repeat(4096))).await), "body_too_large");
     let r = app.call("GET", "/v1/sync?since=abc", Some(&ta), None).await;
-    assert_eq!(
-        (r.status, code(&r)),
-        (StatusCode::BAD_REQUEST, "invalid_query")
-    );
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_query"));
     let r = app.call("GET", "/v1/nowhere", Some(&ta), None).await;
     assert_eq!((r.status, code(&r)), (StatusCode::NOT_FOUND, "not_found"));
     let r = app.call("DELETE", "/v1/messages", Some(&ta), None).await;
-    assert_eq!(
-        (r.status, code(&r)),
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-    );
+    assert_eq!((r.status, code(&r)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
     // Nothing was created by any of it.
     assert!(app.sync_all(&ta, 0).await.0.is_empty());
     assert!(app.sync_all(&tb, 0).await.0.is_empty());
     assert!(
-        app.call("GET", "/v1/conversations", Some(&ta), None)
-            .await
-            .body["conversations"]
+        app.call("GET", "/v1/conversations", Some(&ta), None).await.body["conversations"]
             .as_array()
             .unwrap()
             .is_empty()
@@ -564,39 +251,16 @@ async fn strangers_cannot_read_or_mark_other_conversations() {
     let (_, tc, _) = app.user("mallory").await;
     let sent = app.send(&ta, b, "x1", "secret").await;
     let conv = sent.body["conversation_id"].as_str().unwrap();
-    let r = app
-        .call(
-            "GET",
-            &format!("/v1/conversations/{conv}/messages"),
-            Some(&tc),
-            None,
-        )
-        .await;
+    let r = app.call("GET", &format!("/v1/conversations/{conv}/messages"), Some(&tc), None).await;
     assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "not_member"));
-    let r = app
-        .call(
-            "POST",
-            &format!("/v1/conversations/{conv}/read"),
-            Some(&tc),
-            Some(json!({"seq": 1})),
-        )
-        .await;
+    let r = app.call("POST", &format!("/v1/conversations/{conv}/read"), Some(&tc), Some(json!({"seq": 1}))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     for unknown in ["p900_901", "zzz", "g12345"] {
-        let r = app
-            .call(
-                "GET",
-                &format!("/v1/conversations/{unknown}/messages"),
-                Some(&tc),
-                None,
-            )
-            .await;
+        let r = app.call("GET", &format!("/v1/conversations/{unknown}/messages"), Some(&tc), None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{unknown}");
     }
     assert!(
-        app.call("GET", "/v1/conversations", Some(&tc), None)
-            .await
-            .body["conversations"]
+        app.call("GET", "/v1/conversations", Some(&tc), None).await.body["conversations"]
             .as_array()
             .unwrap()
             .is_empty()
@@ -630,20 +294,9 @@ async fn sequences_increase_and_history_pages_join_without_gap_or_overlap() {
     let mut got: Vec<u64> = Vec::new();
     loop {
         let q = before.map(|b| format!("&before={b}")).unwrap_or_default();
-        let r = app
-            .call(
-                "GET",
-                &format!("/v1/conversations/{conv}/messages?limit=5{q}"),
-                Some(&ta),
-                None,
-            )
-            .await;
-        let page: Vec<u64> = r.body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["conv_seq"].as_u64().unwrap())
-            .collect();
+        let r = app.call("GET", &format!("/v1/conversations/{conv}/messages?limit=5{q}"), Some(&ta), None).await;
+        let page: Vec<u64> =
+            r.body["messages"].as_array().unwrap().iter().map(|m| m["conv_seq"].as_u64().unwrap()).collect();
         got.extend(&page);
         if !r.body["has_more"].as_bool().unwrap() {
             break;
@@ -676,64 +329,19 @@ async fn unread_counts_and_read_events_reach_the_peer_and_other_devices() {
     );
     assert_eq!(c["last_message"]["conv_seq"], 4);
     let mine = app.call("GET", "/v1/conversations", Some(&ta), None).await;
-    assert_eq!(
-        mine.body["conversations"][0]["unread"], 0,
-        "your own messages are never unread"
-    );
+    assert_eq!(mine.body["conversations"][0]["unread"], 0, "your own messages are never unread");
     let conv = c["conversation_id"].as_str().unwrap();
-    let r = app
-        .call(
-            "POST",
-            &format!("/v1/conversations/{conv}/read"),
-            Some(&tb),
-            Some(json!({"seq": 3})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.body["unread"].as_u64()),
-        (StatusCode::OK, Some(1))
-    );
-    let r = app
-        .call(
-            "POST",
-            &format!("/v1/conversations/{conv}/read"),
-            Some(&tb),
-            Some(json!({"seq": 1})),
-        )
-        .await;
-    assert_eq!(
-        r.body["unread"].as_u64(),
-        Some(1),
-        "read_seq never moves back"
-    );
+    let r = app.call("POST", &format!("/v1/conversations/{conv}/read"), Some(&tb), Some(json!({"seq": 3}))).await;
+    assert_eq!((r.status, r.body["unread"].as_u64()), (StatusCode::OK, Some(1)));
+    let r = app.call("POST", &format!("/v1/conversations/{conv}/read"), Some(&tb), Some(json!({"seq": 1}))).await;
+    assert_eq!(r.body["unread"].as_u64(), Some(1), "read_seq never moves back");
     let (events, _) = app.sync_all(&ta2, 0).await;
     let reads: Vec<&Value> = events.iter().filter(|e| e["kind"] == "read").collect();
-    assert_eq!(
-        reads.len(),
-        1,
-        "one read event, not one per call: {events:?}"
-    );
-    assert_eq!(
-        (
-            reads[0]["reader_id"].as_i64(),
-            reads[0]["read_seq"].as_u64()
-        ),
-        (Some(b), Some(3))
-    );
+    assert_eq!(reads.len(), 1, "one read event, not one per call: {events:?}");
+    assert_eq!((reads[0]["reader_id"].as_i64(), reads[0]["read_seq"].as_u64()), (Some(b), Some(3)));
     let (bev, _) = app.sync_all(&tb, 0).await;
-    assert_eq!(
-        bev.iter().filter(|e| e["kind"] == "read").count(),
-        1,
-        "the reader's own devices see it too"
-    );
-    let r = app
-        .call(
-            "POST",
-            &format!("/v1/conversations/{conv}/read"),
-            Some(&tb),
-            Some(json!({"seq": "x"})),
-        )
-        .await;
+    assert_eq!(bev.iter().filter(|e| e["kind"] == "read").count(), 1, "the reader's own devices see it too");
+    let r = app.call("POST", &format!("/v1/conversations/{conv}/read"), Some(&tb), Some(json!({"seq": "x"}))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
@@ -756,9 +364,7 @@ async fn concurrent_senders_no_hole_is_skipped() {
             tasks.push(tokio::spawn(async move {
                 let mut acked = Vec::new();
                 for i in 0..per_sender {
-                    let r = app
-                        .send(&tok, rid, &format!("r{round}-s{s}-{i}"), "x")
-                        .await;
+                    let r = app.send(&tok, rid, &format!("r{round}-s{s}-{i}"), "x").await;
                     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
                     acked.push(r.body["msg_id"].as_str().unwrap().to_owned());
                 }
@@ -772,14 +378,7 @@ async fn concurrent_senders_no_hole_is_skipped() {
                 let mut seen = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while seen.len() < senders * per_sender && Instant::now() < deadline {
-                    let r = app
-                        .call(
-                            "GET",
-                            &format!("/v1/sync?since={cursor}&limit=7"),
-                            Some(&rt),
-                            None,
-                        )
-                        .await;
+                    let r = app.call("GET", &format!("/v1/sync?since={cursor}&limit=7"), Some(&rt), None).await;
                     for e in r.body["events"].as_array().unwrap() {
                         let seq = e["seq"].as_u64().unwrap();
                         assert_eq!(seq, cursor + 1, "a hole was skipped or an event repeated");
@@ -796,13 +395,7 @@ async fn concurrent_senders_no_hole_is_skipped() {
             acked.extend(t.await.unwrap());
         }
         let seen = reader.await.unwrap();
-        assert_eq!(
-            seen.len(),
-            acked.len(),
-            "seen {} of {} acked",
-            seen.len(),
-            acked.len()
-        );
+        assert_eq!(seen.len(), acked.len(), "seen {} of {} acked", seen.len(), acked.len());
         assert_eq!(seen.into_iter().collect::<HashSet<_>>(), acked);
     }
 }
@@ -816,9 +409,7 @@ async fn long_poll_returns_as_soon_as_an_event_arrives() {
         let app = app.clone();
         tokio::spawn(async move {
             let start = Instant::now();
-            let r = app
-                .call("GET", "/v1/sync?since=0&wait=10", Some(&ta), None)
-                .await;
+            let r = app.call("GET", "/v1/sync?since=0&wait=10", Some(&ta), None).await;
             (start.elapsed(), r.body)
         })
     };
@@ -829,9 +420,7 @@ async fn long_poll_returns_as_soon_as_an_event_arrives() {
     assert!(took < Duration::from_secs(3), "long-poll took {took:?}");
     // With nothing to deliver it waits, then returns empty.
     let start = Instant::now();
-    let r = app
-        .call("GET", "/v1/sync?since=1&wait=1", Some(&tb), None)
-        .await;
+    let r = app.call("GET", "/v1/sync?since=1&wait=1", Some(&tb), None).await;
     assert!(start.elapsed() >= Duration::from_millis(900));
     assert!(r.body["events"].as_array().unwrap().is_empty());
     assert_eq!(r.body["next"], 1);
@@ -839,32 +428,20 @@ async fn long_poll_returns_as_soon_as_an_event_arrives() {
 
 #[tokio::test]
 async fn sends_and_logins_are_rate_limited_with_retry_after() {
-    let app = app_with(&[
-        ("FEIGE_SEND_RATE_PER_SEC", "3"),
-        ("FEIGE_LOGIN_RATE_PER_MIN", "4"),
-    ])
-    .await;
+    let app = app_with(&[("FEIGE_SEND_RATE_PER_SEC", "3"), ("FEIGE_LOGIN_RATE_PER_MIN", "4")]).await;
     let (_, ta, _) = app.user("quinn").await;
     let (b, _, _) = app.user("rosa").await;
     let mut statuses = Vec::new();
     for i in 0..6 {
         statuses.push(app.send(&ta, b, &format!("rl{i}"), "x").await);
     }
-    let limited = statuses
-        .iter()
-        .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
-        .expect("some send was limited");
+    let limited = statuses.iter().find(|r| r.status == StatusCode::TOO_MANY_REQUESTS).expect("some send was limited");
     assert_eq!(code(limited), "rate_limited");
     assert!(limited.headers.get(header::RETRY_AFTER).is_some());
     let mut last = StatusCode::OK;
     for _ in 0..6 {
         last = app
-            .call(
-                "POST",
-                "/v1/auth/login",
-                None,
-                Some(json!({"username": "quinn", "password": "wrong-one"})),
-            )
+            .call("POST", "/v1/auth/login", None, Some(json!({"username": "quinn", "password": "wrong-one"})))
             .await
             .status;
     }
@@ -874,10 +451,7 @@ async fn sends_and_logins_are_rate_limited_with_retry_after() {
 #[tokio::test]
 async fn health_readiness_metrics_and_openapi() {
     let app = app().await;
-    assert_eq!(
-        app.call("GET", "/healthz", None, None).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(app.call("GET", "/healthz", None, None).await.status, StatusCode::OK);
     let r = app.call("GET", "/readyz", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     for b in ["db", "timeline", "cache", "bus"] {
@@ -885,24 +459,10 @@ async fn health_readiness_metrics_and_openapi() {
     }
     app.call("GET", "/healthz", None, None).await;
     let m = app.call("GET", "/metrics", None, None).await;
-    assert!(
-        m.body
-            .as_str()
-            .unwrap()
-            .contains("feige_http_requests_total")
-    );
+    assert!(m.body.as_str().unwrap().contains("feige_http_requests_total"));
     let spec = app.call("GET", "/openapi.json", None, None).await;
     assert_eq!(spec.body["openapi"], "3.0.3");
-    for p in [
-        "/v1/auth/register",
-        "/v1/messages",
-        "/v1/sync",
-        "/v1/conversations/{id}/messages",
-        "/v1/ws",
-    ] {
-        assert!(
-            spec.body["paths"][p].is_object(),
-            "{p} missing from the spec"
-        );
+    for p in ["/v1/auth/register", "/v1/messages", "/v1/sync", "/v1/conversations/{id}/messages", "/v1/ws"] {
+        assert!(spec.body["paths"][p].is_object(), "{p} missing from the spec");
     }
 }

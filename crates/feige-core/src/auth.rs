@@ -15,20 +15,13 @@ use sha2::{Digest, Sha256};
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(Error::internal)
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(Error::internal)
 }
 
 /// Checks a password against a PHC hash; false on any mismatch or malformed hash.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
+        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
         .unwrap_or(false)
 }
 
@@ -41,10 +34,7 @@ pub fn random_token(n: usize) -> String {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What an access token says: who, which device and session, until when.
@@ -73,14 +63,12 @@ type HmacSha256 = Hmac<Sha256>;
 
 impl TokenKeys {
     pub fn new(secret: &[u8]) -> Self {
-        TokenKeys {
-            secret: secret.to_vec(),
-        }
+        TokenKeys { secret: secret.to_vec() }
     }
 
     fn mac(&self, msg: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac =
+            HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(msg.as_bytes());
         mac
     }
@@ -100,11 +88,7 @@ impl TokenKeys {
         let payload = body.strip_prefix("v1.").ok_or_else(bad)?;
         let sig = B64.decode(sig).map_err(|_| bad())?;
         self.mac(body).verify_slice(&sig).map_err(|_| bad())?;
-        let claims: Claims = B64
-            .decode(payload)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(bad)?;
+        let claims: Claims = B64.decode(payload).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(bad)?;
         if claims.exp <= now_secs {
             return Err(Error::unauthorized("token_expired", "access token expired"));
         }
@@ -128,31 +112,14 @@ mod tests {
     #[test]
     fn tokens_reject_tampering_other_keys_and_expiry() {
         let k = TokenKeys::new(b"secret-one");
-        let claims = Claims {
-            uid: UserId(7),
-            did: "d".into(),
-            sid: "s".into(),
-            exp: 1_000,
-        };
+        let claims = Claims { uid: UserId(7), did: "d".into(), sid: "s".into(), exp: 1_000 };
         let t = k.sign(&claims);
         assert_eq!(k.verify(&t, 999).expect("valid"), claims);
-        assert_eq!(
-            k.verify(&t, 1_000).expect_err("expired").code(),
-            "token_expired"
-        );
-        assert_eq!(
-            TokenKeys::new(b"other")
-                .verify(&t, 0)
-                .expect_err("wrong key")
-                .code(),
-            "invalid_token"
-        );
+        assert_eq!(k.verify(&t, 1_000).expect_err("expired").code(), "token_expired");
+        assert_eq!(TokenKeys::new(b"other").verify(&t, 0).expect_err("wrong key").code(), "invalid_token");
         // Swap in a payload claiming another user, keep the signature.
         let forged = {
-            let other = Claims {
-                uid: UserId(8),
-                ..claims.clone()
-            };
+            let other = Claims { uid: UserId(8), ..claims.clone() };
             let t2 = k.sign(&other);
             let (body2, _) = t2.rsplit_once('.').expect("dot");
             let (_, sig1) = t.rsplit_once('.').expect("dot");

@@ -18,6 +18,15 @@ pub struct Config {
     pub cache_url: String,
     /// `FEIGE_BUS_URL`: push events.
     pub bus_url: String,
+    /// `FEIGE_CACHE_PREFIX`: prefix of every Redis key (several deployments, one Redis).
+    pub cache_prefix: String,
+    /// `FEIGE_KAFKA_TOPIC`: topic of push events (overrides `?topic=` in the bus URL).
+    pub kafka_topic: Option<String>,
+    /// `FEIGE_KAFKA_GROUP`: consumer group of the push side (overrides `?group=`).
+    pub kafka_group: Option<String>,
+    /// `FEIGE_TIMELINE_RETENTION_DAYS`: how long timeline entries are kept (offline messages);
+    /// history stays in the database.
+    pub timeline_retention_days: u64,
     /// `FEIGE_ROLE`: `all` or `api`.
     pub role: String,
     /// `FEIGE_NODE_ID`: this push node's id.
@@ -60,17 +69,10 @@ impl Config {
 
     /// Reads settings through `get` (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        fn num<T: std::str::FromStr>(
-            get: &dyn Fn(&str) -> Option<String>,
-            key: &str,
-            default: T,
-        ) -> Result<T, String> {
+        fn num<T: std::str::FromStr>(get: &dyn Fn(&str) -> Option<String>, key: &str, default: T) -> Result<T, String> {
             match get(key) {
                 None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{key}={v:?} is not a valid number")),
+                Some(v) => v.trim().parse().map_err(|_| format!("{key}={v:?} is not a valid number")),
             }
         }
         let data_dir = PathBuf::from(get("FEIGE_DATA_DIR").unwrap_or_else(|| "./data".into()));
@@ -85,10 +87,12 @@ impl Config {
             timeline_url: get("FEIGE_TIMELINE_URL").unwrap_or_else(|| in_data("timeline.db")),
             cache_url: get("FEIGE_CACHE_URL").unwrap_or_else(|| "memory://".into()),
             bus_url: get("FEIGE_BUS_URL").unwrap_or_else(|| "memory://".into()),
+            cache_prefix: get("FEIGE_CACHE_PREFIX").unwrap_or_else(|| "feige:".into()),
+            kafka_topic: get("FEIGE_KAFKA_TOPIC"),
+            kafka_group: get("FEIGE_KAFKA_GROUP"),
+            timeline_retention_days: num(&get, "FEIGE_TIMELINE_RETENTION_DAYS", 30)?,
             role,
-            node_id: get("FEIGE_NODE_ID")
-                .or_else(|| get("HOSTNAME"))
-                .unwrap_or_else(|| "node-1".into()),
+            node_id: get("FEIGE_NODE_ID").or_else(|| get("HOSTNAME")).unwrap_or_else(|| "node-1".into()),
             token_secret: get("FEIGE_TOKEN_SECRET"),
             access_ttl_secs: num(&get, "FEIGE_ACCESS_TTL_SECS", 900)?,
             refresh_ttl_secs: num(&get, "FEIGE_REFRESH_TTL_SECS", 30 * 24 * 3600)?,
@@ -120,13 +124,10 @@ mod tests {
 
     #[test]
     fn data_dir_moves_embedded_files_and_bad_numbers_fail() {
-        let c = Config::from_lookup(|k| (k == "FEIGE_DATA_DIR").then(|| "/tmp/x".into()))
-            .expect("config");
+        let c = Config::from_lookup(|k| (k == "FEIGE_DATA_DIR").then(|| "/tmp/x".into())).expect("config");
         assert_eq!(c.db_url, "sqlite:///tmp/x/feige.db");
         assert_eq!(c.timeline_url, "sqlite:///tmp/x/timeline.db");
-        assert!(
-            Config::from_lookup(|k| (k == "FEIGE_WS_IDLE_SECS").then(|| "soon".into())).is_err()
-        );
+        assert!(Config::from_lookup(|k| (k == "FEIGE_WS_IDLE_SECS").then(|| "soon".into())).is_err());
         assert!(Config::from_lookup(|k| (k == "FEIGE_ROLE").then(|| "both".into())).is_err());
     }
 }

@@ -30,10 +30,7 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     /// 503: a backend is unreachable. Nothing was half-written.
     #[error("backend {backend} is unavailable: {message}")]
-    Unavailable {
-        backend: &'static str,
-        message: String,
-    },
+    Unavailable { backend: &'static str, message: String },
     /// 500: a bug or an unexpected backend answer. The message is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -41,40 +38,22 @@ pub enum Error {
 
 impl Error {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Error::BadRequest {
-            code,
-            message: message.into(),
-        }
+        Error::BadRequest { code, message: message.into() }
     }
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Error::Unauthorized {
-            code,
-            message: message.into(),
-        }
+        Error::Unauthorized { code, message: message.into() }
     }
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Error::Forbidden {
-            code,
-            message: message.into(),
-        }
+        Error::Forbidden { code, message: message.into() }
     }
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Error::NotFound {
-            code,
-            message: message.into(),
-        }
+        Error::NotFound { code, message: message.into() }
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Error::Conflict {
-            code,
-            message: message.into(),
-        }
+        Error::Conflict { code, message: message.into() }
     }
     pub fn unavailable(backend: &'static str, message: impl std::fmt::Display) -> Self {
-        Error::Unavailable {
-            backend,
-            message: message.to_string(),
-        }
+        Error::Unavailable { backend, message: message.to_string() }
     }
     pub fn internal(message: impl std::fmt::Display) -> Self {
         Error::Internal(message.to_string())
@@ -127,18 +106,9 @@ mod tests {
     #[test]
     fn statuses_and_codes_are_stable() {
         assert_eq!(Error::conflict("username_taken", "x").status(), 409);
-        assert_eq!(
-            Error::conflict("username_taken", "x").code(),
-            "username_taken"
-        );
+        assert_eq!(Error::conflict("username_taken", "x").code(), "username_taken");
         assert_eq!(Error::PayloadTooLarge.status(), 413);
-        assert_eq!(
-            Error::RateLimited {
-                retry_after_secs: 1
-            }
-            .code(),
-            "rate_limited"
-        );
+        assert_eq!(Error::RateLimited { retry_after_secs: 1 }.code(), "rate_limited");
         let e = Error::internal("db password is hunter2");
         assert_eq!(e.status(), 500);
         assert!(!e.public_message().contains("hunter2"));

@@ -10,9 +10,7 @@ pub const MAX_JSON_INT: i64 = (1 << 53) - 1;
 macro_rules! int_id {
     ($name:ident, $what:literal) => {
         #[doc = concat!("A ", $what, " id: a positive JSON-safe integer.")]
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-        )]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub i64);
 
@@ -23,9 +21,7 @@ macro_rules! int_id {
                     .ok()
                     .filter(|v| *v > 0 && *v <= MAX_JSON_INT)
                     .map($name)
-                    .ok_or_else(|| {
-                        Error::bad_request("invalid_id", concat!("not a valid ", $what, " id"))
-                    })
+                    .ok_or_else(|| Error::bad_request("invalid_id", concat!("not a valid ", $what, " id")))
             }
             pub fn get(self) -> i64 {
                 self.0
@@ -56,11 +52,7 @@ pub enum ConversationId {
 impl ConversationId {
     /// The one-to-one conversation of `a` and `b`, in canonical order.
     pub fn direct(a: UserId, b: UserId) -> Self {
-        if a <= b {
-            ConversationId::Direct(a, b)
-        } else {
-            ConversationId::Direct(b, a)
-        }
+        if a <= b { ConversationId::Direct(a, b) } else { ConversationId::Direct(b, a) }
     }
 
     /// Parses the wire form; anything else is `404 conversation_not_found`, since a client can
@@ -69,18 +61,13 @@ impl ConversationId {
         let bad = || Error::not_found("conversation_not_found", "no such conversation");
         if let Some(rest) = s.strip_prefix('p') {
             let (a, b) = rest.split_once('_').ok_or_else(bad)?;
-            let (a, b) = (
-                UserId::parse(a).map_err(|_| bad())?,
-                UserId::parse(b).map_err(|_| bad())?,
-            );
+            let (a, b) = (UserId::parse(a).map_err(|_| bad())?, UserId::parse(b).map_err(|_| bad())?);
             if a >= b {
                 return Err(bad());
             }
             Ok(ConversationId::Direct(a, b))
         } else if let Some(rest) = s.strip_prefix('g') {
-            Ok(ConversationId::Group(
-                GroupId::parse(rest).map_err(|_| bad())?,
-            ))
+            Ok(ConversationId::Group(GroupId::parse(rest).map_err(|_| bad())?))
         } else {
             Err(bad())
         }

@@ -60,10 +60,7 @@ impl Event {
     /// The timeline event for a message (its `seq` is set per recipient when written).
     pub fn message(m: &Message) -> Self {
         let mut extra = Map::new();
-        extra.insert(
-            "client_msg_id".into(),
-            Value::String(m.client_msg_id.clone()),
-        );
+        extra.insert("client_msg_id".into(), Value::String(m.client_msg_id.clone()));
         Event {
             seq: 0,
             kind: "message".into(),
@@ -78,8 +75,12 @@ impl Event {
         }
     }
 
-    /// Key that makes writing this event to a timeline idempotent.
+    /// Key that makes writing this event to a timeline idempotent: one message, one recall per
+    /// message, one read position per reader, and group events by their own `event_id`.
     pub fn dedup_key(&self) -> String {
+        if let Some(Value::String(id)) = self.extra.get("event_id") {
+            return format!("{}:{id}", self.kind);
+        }
         match (&self.msg_id, self.kind.as_str()) {
             (Some(id), "message") => format!("m:{id}"),
             (Some(id), kind) => format!("{kind}:{id}"),
@@ -89,6 +90,22 @@ impl Event {
                 self.sender_id.map(|u| u.0).unwrap_or(0),
                 self.conv_seq.unwrap_or(0)
             ),
+        }
+    }
+
+    /// A non-message event (group changes, recall, read) with its kind-specific fields.
+    pub fn notice(kind: &str, conversation_id: ConversationId, by: UserId, extra: Map<String, Value>) -> Self {
+        Event {
+            seq: 0,
+            kind: kind.into(),
+            conversation_id,
+            conv_seq: None,
+            msg_id: None,
+            sender_id: Some(by),
+            msg_type: None,
+            body: None,
+            created_at: crate::now_ms(),
+            extra,
         }
     }
 }
@@ -149,6 +166,7 @@ pub enum RotateOutcome {
 /// device's sockets. This is what travels on the event bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // nearly every push is an Event; boxing would cost an allocation each
 pub enum Push {
     Event { user_id: UserId, event: Event },
     CloseSession { user_id: UserId, sid: String },
@@ -168,6 +186,61 @@ impl Push {
 pub struct Membership {
     pub read_seq: Seq,
     pub last_seq: Seq,
+    /// The conversation's `last_seq` when this member joined: history before it is not theirs.
+    pub joined_seq: Seq,
+}
+
+/// A member's rank in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+
+    /// Owners and admins manage members and settings.
+    pub fn manages(self) -> bool {
+        self >= Role::Admin
+    }
+}
+
+/// A group as its members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub group_id: crate::ids::GroupId,
+    pub name: String,
+    pub announcement: String,
+    pub owner_id: UserId,
+    pub member_count: u32,
+    pub conversation_id: ConversationId,
+    pub created_at: i64,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub user_id: UserId,
+    pub role: Role,
+    pub joined_at: i64,
 }
 
 /// What `mark_read` did.

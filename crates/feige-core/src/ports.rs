@@ -3,10 +3,10 @@
 //! `feige-testkit` that every implementation must pass.
 
 use crate::error::Result;
-use crate::ids::{ConversationId, UserId};
+use crate::ids::{ConversationId, GroupId, UserId};
 use crate::model::{
-    ConversationSummary, Membership, Message, NewSession, Push, ReadOutcome, RotateOutcome, Seq,
-    TimelineEntry, User,
+    ConversationSummary, Group, GroupMember, Membership, Message, NewSession, Push, ReadOutcome, Role, RotateOutcome,
+    Seq, TimelineEntry, User,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -15,17 +15,13 @@ use std::sync::Arc;
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Creates a user; `409 username_taken` if the name exists.
-    async fn create_user(
-        &self,
-        username: &str,
-        nickname: &str,
-        password_hash: &str,
-        now: i64,
-    ) -> Result<User>;
+    async fn create_user(&self, username: &str, nickname: &str, password_hash: &str, now: i64) -> Result<User>;
     /// Looks a user up by id.
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// The user and password hash for a login name.
     async fn credentials(&self, username: &str) -> Result<Option<(User, String)>>;
+    /// Which of these ids name existing users (one query, whatever the count).
+    async fn existing(&self, ids: &[UserId]) -> Result<Vec<UserId>>;
 }
 
 /// Login sessions (one per device) and their refresh tokens.
@@ -77,11 +73,7 @@ pub trait ChatStore: Send + Sync {
     /// Creates the one-to-one conversation of its two users if it does not exist yet.
     async fn ensure_direct(&self, conv: ConversationId, now: i64) -> Result<()>;
     /// The message a sender already sent with this client id, if any.
-    async fn find_by_client_id(
-        &self,
-        sender: UserId,
-        client_msg_id: &str,
-    ) -> Result<Option<Message>>;
+    async fn find_by_client_id(&self, sender: UserId, client_msg_id: &str) -> Result<Option<Message>>;
     /// Atomically: takes the next `conv_seq`, stores the message, moves the conversation's
     /// `last_seq` and the sender's `read_seq` to it. A duplicate (sender, client_msg_id) returns
     /// the original instead. The conversation must exist and the sender be a member.
@@ -90,17 +82,55 @@ pub trait ChatStore: Send + Sync {
     async fn members(&self, conv: ConversationId) -> Result<Vec<UserId>>;
     /// A user's standing in a conversation; `None` if not a member (or no such conversation).
     async fn membership(&self, conv: ConversationId, user: UserId) -> Result<Option<Membership>>;
-    /// Up to `limit` messages with `conv_seq < before` (or the newest), newest first.
-    async fn history(
-        &self,
-        conv: ConversationId,
-        before: Option<Seq>,
-        limit: u32,
-    ) -> Result<Vec<Message>>;
+    /// Up to `limit` messages with `after < conv_seq < before` (or the newest), newest first.
+    async fn history(&self, conv: ConversationId, after: Seq, before: Option<Seq>, limit: u32) -> Result<Vec<Message>>;
+    /// One message by id.
+    async fn message(&self, msg_id: &str) -> Result<Option<Message>>;
+    /// Marks a message recalled (its body is dropped); false if it already was.
+    async fn recall(&self, msg_id: &str, now: i64) -> Result<bool>;
+    /// Every current member's read position (O(members)).
+    async fn read_positions(&self, conv: ConversationId) -> Result<Vec<(UserId, Seq)>>;
     /// Every conversation the user is in, most recently active first, with the last message.
     async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>>;
     /// Moves the user's `read_seq` forward to `min(seq, last_seq)`; never backwards.
     async fn mark_read(&self, conv: ConversationId, user: UserId, seq: Seq) -> Result<ReadOutcome>;
+}
+
+/// Groups and their members; membership itself lives in the group conversation's member list
+/// (`ChatStore::members`), with a role.
+#[async_trait]
+pub trait GroupStore: Send + Sync {
+    /// Creates a group owned by `owner` with `members` (the owner is added if absent), and its
+    /// conversation. `409 group_full` past `limit` members.
+    async fn create_group(&self, owner: UserId, name: &str, members: &[UserId], limit: u32, now: i64) -> Result<Group>;
+    /// A live (not disbanded) group.
+    async fn group(&self, id: GroupId) -> Result<Option<Group>>;
+    /// The live groups a user is a member of.
+    async fn groups_of(&self, user: UserId) -> Result<Vec<Group>>;
+    /// Current members with their roles.
+    async fn group_members(&self, id: GroupId) -> Result<Vec<GroupMember>>;
+    /// A user's role, `None` if not a current member.
+    async fn role_of(&self, id: GroupId, user: UserId) -> Result<Option<Role>>;
+    /// Adds members atomically: all or none, never past `limit` (`409 group_full`), even under
+    /// concurrent calls. Returns those newly added (current members are skipped). A former
+    /// member rejoins from the conversation's current end.
+    async fn add_members(&self, id: GroupId, users: &[UserId], limit: u32, now: i64) -> Result<Vec<UserId>>;
+    /// Removes a member; false if they were not one.
+    async fn remove_member(&self, id: GroupId, user: UserId, now: i64) -> Result<bool>;
+    /// Renames and/or re-announces.
+    async fn update_group(
+        &self,
+        id: GroupId,
+        name: Option<&str>,
+        announcement: Option<&str>,
+        now: i64,
+    ) -> Result<Group>;
+    /// Sets a member's role (not `Owner`: use `transfer_owner`).
+    async fn set_role(&self, id: GroupId, user: UserId, role: Role) -> Result<()>;
+    /// Makes `to` (a member) the owner and the old owner an admin, atomically.
+    async fn transfer_owner(&self, id: GroupId, to: UserId, now: i64) -> Result<()>;
+    /// Disbands: the group and its conversation lose all members.
+    async fn disband(&self, id: GroupId, now: i64) -> Result<()>;
 }
 
 /// What writing one timeline entry did.
@@ -142,8 +172,28 @@ pub trait SeqAllocator: Send + Sync {
     /// Reserves `n` consecutive seqs and returns the last; `None` if the counter is not
     /// initialised (cold cache, flushed Redis): call `init` and try again.
     async fn allocate(&self, user: UserId, n: u64) -> Result<Option<Seq>>;
+    /// One seq for each user, in one round trip where the backend allows (group fan-out).
+    async fn allocate_each(&self, users: &[UserId]) -> Result<Vec<Option<Seq>>> {
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            out.push(self.allocate(*u, 1).await?);
+        }
+        Ok(out)
+    }
     /// Raises the counter to at least `floor` (never lowers it).
     async fn init(&self, user: UserId, floor: Seq) -> Result<()>;
+}
+
+/// What the revocation cache knows about a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// Not revoked.
+    Valid,
+    /// Revoked: refuse the token.
+    Revoked,
+    /// The cache lost its state (fresh process, flushed Redis) and has not been re-seeded from
+    /// the session table yet: it cannot tell.
+    Cold,
 }
 
 /// Revoked sessions, checked on every authenticated request.
@@ -151,8 +201,10 @@ pub trait SeqAllocator: Send + Sync {
 pub trait Revocations: Send + Sync {
     /// Remembers `sid` as revoked for `ttl_secs` (the access token lifetime).
     async fn revoke(&self, sid: &str, ttl_secs: u64) -> Result<()>;
-    /// Whether `sid` is revoked.
-    async fn is_revoked(&self, sid: &str) -> Result<bool>;
+    /// Whether `sid` is revoked, or `Cold` if the cache cannot know.
+    async fn check(&self, sid: &str) -> Result<Revocation>;
+    /// Records that the cache now holds every live revocation (after a re-seed).
+    async fn mark_warm(&self) -> Result<()>;
 }
 
 /// Fixed-window rate limiting.
@@ -188,6 +240,7 @@ pub struct Ports {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub chat: Arc<dyn ChatStore>,
+    pub groups: Arc<dyn GroupStore>,
     pub timeline: Arc<dyn TimelineStore>,
     pub seqs: Arc<dyn SeqAllocator>,
     pub revocations: Arc<dyn Revocations>,

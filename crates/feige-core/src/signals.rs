@@ -19,10 +19,7 @@ impl UserSignals {
     /// A receiver that changes whenever `user`'s timeline grows in this process.
     pub fn subscribe(&self, user: UserId) -> watch::Receiver<Seq> {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        users
-            .entry(user)
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        users.entry(user).or_insert_with(|| watch::channel(0).0).subscribe()
     }
 
     /// Announces that `user`'s timeline now reaches `seq`.

@@ -26,11 +26,7 @@ const MAX_ATTEMPTS: usize = 32;
 
 /// Takes the next seq of `user`, initialising a cold counter from the durable high-water mark
 /// (the timeline itself), so sequences never go backwards after a cache flush or restart.
-pub async fn next_seq(
-    seqs: &dyn SeqAllocator,
-    timeline: &dyn TimelineStore,
-    user: UserId,
-) -> Result<Seq> {
+pub async fn next_seq(seqs: &dyn SeqAllocator, timeline: &dyn TimelineStore, user: UserId) -> Result<Seq> {
     for _ in 0..3 {
         if let Some(seq) = seqs.allocate(user, 1).await? {
             return Ok(seq);
@@ -38,47 +34,26 @@ pub async fn next_seq(
         let floor = timeline.max_seq(user).await?;
         seqs.init(user, floor).await?;
     }
-    Err(Error::internal(format!(
-        "sequence counter for user {user} would not initialise"
-    )))
+    Err(Error::internal(format!("sequence counter for user {user} would not initialise")))
 }
 
 fn filler(user: UserId, seq: Seq) -> TimelineEntry {
-    TimelineEntry {
-        user_id: user,
-        seq,
-        event_key: format!("gap:{seq}"),
-        event: None,
-        written_at: now_ms(),
-    }
+    TimelineEntry { user_id: user, seq, event_key: format!("gap:{seq}"), event: None, written_at: now_ms() }
 }
 
 /// Appends `event` to each user's timeline (each gets its own seq) and returns the events as
 /// written, in input order. Idempotent per (user, event key): an event already present is
 /// returned with its existing seq. `maybe_present` says a previous attempt may have written
 /// some of them (a retried send), so look before allocating.
-pub async fn append(
-    ports: &Ports,
-    items: Vec<(UserId, Event)>,
-    maybe_present: bool,
-) -> Result<Vec<(UserId, Event)>> {
+pub async fn append(ports: &Ports, items: Vec<(UserId, Event)>, maybe_present: bool) -> Result<Vec<(UserId, Event)>> {
     let timeline = ports.timeline.as_ref();
     let seqs = ports.seqs.as_ref();
     let mut done: Vec<Option<Event>> = vec![None; items.len()];
     let mut pending: Vec<usize> = Vec::with_capacity(items.len());
     for (i, (user, event)) in items.iter().enumerate() {
-        let existing = if maybe_present {
-            timeline.find(*user, &event.dedup_key()).await?
-        } else {
-            None
-        };
+        let existing = if maybe_present { timeline.find(*user, &event.dedup_key()).await? } else { None };
         match existing {
-            Some(seq) => {
-                done[i] = Some(Event {
-                    seq,
-                    ..event.clone()
-                })
-            }
+            Some(seq) => done[i] = Some(Event { seq, ..event.clone() }),
             None => pending.push(i),
         }
     }
@@ -86,18 +61,21 @@ pub async fn append(
         if pending.is_empty() {
             break;
         }
+        // One round trip for the whole batch; cold counters are initialised one by one.
+        let users: Vec<UserId> = pending.iter().map(|&i| items[i].0).collect();
+        let allocated = seqs.allocate_each(&users).await?;
         let mut entries = Vec::with_capacity(pending.len());
-        for &i in &pending {
+        for (&i, got) in pending.iter().zip(allocated) {
             let (user, event) = &items[i];
-            let seq = next_seq(seqs, timeline, *user).await?;
+            let seq = match got {
+                Some(seq) => seq,
+                None => next_seq(seqs, timeline, *user).await?,
+            };
             entries.push(TimelineEntry {
                 user_id: *user,
                 seq,
                 event_key: event.dedup_key(),
-                event: Some(Event {
-                    seq,
-                    ..event.clone()
-                }),
+                event: Some(Event { seq, ..event.clone() }),
                 written_at: now_ms(),
             });
         }
@@ -109,8 +87,7 @@ pub async fn append(
                 Inserted::SeqTaken => {
                     // Our counter is behind the timeline (another process, a flushed cache):
                     // catch up in one step instead of probing seq by seq.
-                    seqs.init(entry.user_id, timeline.max_seq(entry.user_id).await?)
-                        .await?;
+                    seqs.init(entry.user_id, timeline.max_seq(entry.user_id).await?).await?;
                     retry.push(*i);
                 }
                 Inserted::AlreadyAt(seq) => {
@@ -125,11 +102,7 @@ pub async fn append(
     if !pending.is_empty() {
         return Err(Error::internal("timeline seqs kept being taken"));
     }
-    Ok(items
-        .into_iter()
-        .zip(done)
-        .filter_map(|((user, _), event)| event.map(|e| (user, e)))
-        .collect())
+    Ok(items.into_iter().zip(done).filter_map(|((user, _), event)| event.map(|e| (user, e))).collect())
 }
 
 /// One page read from a timeline.
@@ -144,13 +117,7 @@ pub struct Page {
 }
 
 /// Reads up to `limit` events after `after`, never past a hole that may still fill.
-pub async fn read(
-    ports: &Ports,
-    user: UserId,
-    after: Seq,
-    limit: u32,
-    grace: Duration,
-) -> Result<Page> {
+pub async fn read(ports: &Ports, user: UserId, after: Seq, limit: u32, grace: Duration) -> Result<Page> {
     let timeline = ports.timeline.as_ref();
     let limit = limit.max(1);
     loop {
@@ -174,18 +141,10 @@ pub async fn read(
         let consumed_all = raw.last().is_none_or(|last| last.seq <= cursor);
         match hole_successor {
             None => {
-                return Ok(Page {
-                    events,
-                    next: cursor,
-                    has_more: !consumed_all,
-                });
+                return Ok(Page { events, next: cursor, has_more: !consumed_all });
             }
             Some(_) if !events.is_empty() || cursor > after => {
-                return Ok(Page {
-                    events,
-                    next: cursor,
-                    has_more: true,
-                });
+                return Ok(Page { events, next: cursor, has_more: true });
             }
             Some(written_at) => {
                 let age = now_ms().saturating_sub(written_at);

@@ -22,10 +22,7 @@ pub fn event(e: &Event) -> v1::Event {
 
 /// Encodes one server frame.
 pub fn encode(payload: Payload) -> Vec<u8> {
-    v1::ServerFrame {
-        payload: Some(payload),
-    }
-    .encode_to_vec()
+    v1::ServerFrame { payload: Some(payload) }.encode_to_vec()
 }
 
 #[cfg(test)]
@@ -51,9 +48,7 @@ mod tests {
         };
         let bytes = encode(Payload::Event(event(&e)));
         let back = v1::ServerFrame::decode(bytes.as_slice()).expect("decode");
-        let Some(Payload::Event(pe)) = back.payload else {
-            panic!("not an event")
-        };
+        let Some(Payload::Event(pe)) = back.payload else { panic!("not an event") };
         assert_eq!(pe.seq, 7);
         assert_eq!(pe.conversation_id, "p1_2");
         assert_eq!(pe.body_json.as_deref(), Some("\"héllo\""));

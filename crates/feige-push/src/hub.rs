@@ -45,11 +45,7 @@ pub struct Hub {
 impl Hub {
     /// A hub whose sockets queue at most `queue_len` pushes.
     pub fn new(queue_len: usize) -> Self {
-        Hub {
-            users: Mutex::default(),
-            next_id: AtomicU64::new(1),
-            queue_len: queue_len.max(1),
-        }
+        Hub { users: Mutex::default(), next_id: AtomicU64::new(1), queue_len: queue_len.max(1) }
     }
 
     fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Slot>>> {
@@ -61,18 +57,9 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, rx) = mpsc::channel(self.queue_len);
         let (control, control_rx) = watch::channel(Close::Open);
-        self.users().entry(user).or_default().push(Slot {
-            id,
-            sid: sid.to_owned(),
-            queue,
-            control,
-        });
+        self.users().entry(user).or_default().push(Slot { id, sid: sid.to_owned(), queue, control });
         metrics::gauge!("feige_ws_connections").increment(1.0);
-        Registration {
-            id,
-            queue: rx,
-            control: control_rx,
-        }
+        Registration { id, queue: rx, control: control_rx }
     }
 
     /// Removes a socket (idempotent).
@@ -114,21 +101,19 @@ impl PushSink for Hub {
                 continue;
             };
             match push {
-                Push::Event { .. } => {
-                    slots.retain(|slot| match slot.queue.try_send(push.clone()) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            metrics::counter!("feige_ws_slow_disconnects_total").increment(1);
-                            let _ = slot.control.send(Close::SlowConsumer);
-                            metrics::gauge!("feige_ws_connections").decrement(1.0);
-                            false
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            metrics::gauge!("feige_ws_connections").decrement(1.0);
-                            false
-                        }
-                    })
-                }
+                Push::Event { .. } => slots.retain(|slot| match slot.queue.try_send(push.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics::counter!("feige_ws_slow_disconnects_total").increment(1);
+                        let _ = slot.control.send(Close::SlowConsumer);
+                        metrics::gauge!("feige_ws_connections").decrement(1.0);
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        metrics::gauge!("feige_ws_connections").decrement(1.0);
+                        false
+                    }
+                }),
                 Push::CloseSession { sid, .. } => {
                     for slot in slots.iter().filter(|s| &s.sid == sid) {
                         let _ = slot.control.send(Close::LoggedOut);
@@ -195,10 +180,7 @@ mod tests {
         let hub = Hub::new(2);
         let a = hub.register(UserId(1), "a");
         let b = hub.register(UserId(1), "b");
-        hub.deliver(&[Push::CloseSession {
-            user_id: UserId(1),
-            sid: "a".into(),
-        }]);
+        hub.deliver(&[Push::CloseSession { user_id: UserId(1), sid: "a".into() }]);
         assert_eq!(*a.control.borrow(), Close::LoggedOut);
         assert_eq!(*b.control.borrow(), Close::Open);
     }

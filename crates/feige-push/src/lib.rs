@@ -23,7 +23,5 @@ pub struct PushContext {
 
 /// The `/v1/ws` route.
 pub fn router(ctx: PushContext) -> Router<Feige> {
-    Router::new()
-        .route("/v1/ws", get(session::upgrade))
-        .layer(Extension(ctx))
+    Router::new().route("/v1/ws", get(session::upgrade)).layer(Extension(ctx))
 }

@@ -14,9 +14,7 @@ use feige_api::error::ApiError;
 use feige_core::model::{Push, Seq};
 use feige_core::usecases::Identity;
 use feige_core::{Error, Feige, timeline};
-use feige_proto::v1::{
-    ClientFrame, Hello, Kicked, Pong, Synced, client_frame, server_frame::Payload,
-};
+use feige_proto::v1::{ClientFrame, Hello, Kicked, Pong, Synced, client_frame, server_frame::Payload};
 use futures::SinkExt;
 use prost::Message as _;
 use serde::Deserialize;
@@ -51,15 +49,10 @@ pub async fn upgrade(
     parts: Parts,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let token = feige_api::extract::bearer(&parts)
-        .map(str::to_owned)
-        .or(q.access_token);
+    let token = feige_api::extract::bearer(&parts).map(str::to_owned).or(q.access_token);
     let Some(token) = token else {
-        return ApiError(Error::unauthorized(
-            "missing_token",
-            "a bearer token or access_token query is required",
-        ))
-        .into_response();
+        return ApiError(Error::unauthorized("missing_token", "a bearer token or access_token query is required"))
+            .into_response();
     };
     let who = match feige.authenticate(&token).await {
         Ok(who) => who,
@@ -74,37 +67,19 @@ struct Socket {
 
 impl Socket {
     async fn send(&mut self, payload: Payload) -> bool {
-        self.ws
-            .send(Message::Binary(frames::encode(payload).into()))
-            .await
-            .is_ok()
+        self.ws.send(Message::Binary(frames::encode(payload).into())).await.is_ok()
     }
 
     async fn close(mut self, code: u16, reason: &'static str) {
-        let _ = self
-            .send(Payload::Kicked(Kicked {
-                reason: reason.into(),
-            }))
-            .await;
-        let _ = self
-            .ws
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })))
-            .await;
+        let _ = self.send(Payload::Kicked(Kicked { reason: reason.into() })).await;
+        let _ = self.ws.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
         let _ = self.ws.close().await;
     }
 }
 
 /// Sends every event after `cursor` from the timeline; returns the new cursor, or None if the
 /// socket died.
-async fn catch_up(
-    sock: &mut Socket,
-    feige: &Feige,
-    who: &Identity,
-    mut cursor: Seq,
-) -> Result<Option<Seq>, Error> {
+async fn catch_up(sock: &mut Socket, feige: &Feige, who: &Identity, mut cursor: Seq) -> Result<Option<Seq>, Error> {
     let grace = Duration::from_millis(feige.config.gap_grace_ms);
     loop {
         let page = timeline::read(&feige.ports, who.user_id, cursor, REPLAY_PAGE, grace).await?;
@@ -133,8 +108,7 @@ async fn run(ws: WebSocket, feige: Feige, ctx: PushContext, who: Identity, since
         Ok(None) => {}
         Err(e) => {
             tracing::warn!(user = %who.user_id, error = %e, "push session failed");
-            sock.close(close_code::SERVICE_RESTART, "backend_error")
-                .await;
+            sock.close(close_code::SERVICE_RESTART, "backend_error").await;
         }
     }
 }
@@ -153,11 +127,7 @@ async fn session_loop(
         Some(s) => s,
         None => feige.ports.timeline.max_seq(who.user_id).await?,
     };
-    let hello = Hello {
-        cursor,
-        heartbeat_secs: idle.as_secs() as u32,
-        node_id: feige.config.node_id.clone(),
-    };
+    let hello = Hello { cursor, heartbeat_secs: idle.as_secs() as u32, node_id: feige.config.node_id.clone() };
     if !sock.send(Payload::Hello(hello)).await {
         return Ok(None);
     }

@@ -3,13 +3,14 @@
 //!
 //! | port | embedded | real |
 //! |---|---|---|
-//! | users, sessions, chat | `sqlite://` ([`sqlite`]) | `mysql://` (issue 3) |
+//! | users, sessions, chat | `sqlite://` ([`sql`]) | `mysql://` ([`sql`]) |
 //! | timelines | `sqlite://` ([`sqlite_timeline`]) | `mongodb://` (issue 3) |
 //! | seqs, revocations, rate limits | `memory://` ([`memory`]) | `redis://` (issue 3) |
 //! | bus | `memory://` ([`memory::MemoryBus`]) | `kafka://` (issue 3) |
 
 pub mod memory;
-pub mod sqlite;
+pub mod sql;
+mod sql_groups;
 pub mod sqlite_timeline;
 
 use feige_core::ports::Ports;
@@ -28,10 +29,7 @@ fn scheme(url: &str) -> &str {
 }
 
 fn unsupported(var: &str, url: &str) -> Error {
-    Error::bad_request(
-        "unsupported_backend",
-        format!("{var}={url}: unsupported scheme"),
-    )
+    Error::bad_request("unsupported_backend", format!("{var}={url}: unsupported scheme"))
 }
 
 /// Connects every backend named in the config and runs migrations.
@@ -39,7 +37,7 @@ pub async fn connect(config: &Config) -> Result<Backends> {
     let mut probes: Vec<(&'static str, Arc<dyn feige_core::ports::Probe>)> = Vec::new();
 
     let db = match scheme(&config.db_url) {
-        "sqlite" => Arc::new(sqlite::SqliteDb::connect(&config.db_url).await?),
+        "sqlite" | "mysql" => Arc::new(sql::SqlDb::connect(&config.db_url).await?),
         _ => return Err(unsupported("FEIGE_DB_URL", &config.db_url)),
     };
     probes.push(("db", db.clone()));
@@ -66,7 +64,8 @@ pub async fn connect(config: &Config) -> Result<Backends> {
         ports: Ports {
             users: db.clone(),
             sessions: db.clone(),
-            chat: db,
+            chat: db.clone(),
+            groups: db,
             timeline,
             seqs: cache.clone(),
             revocations: cache.clone(),
@@ -84,10 +83,7 @@ pub async fn connect(config: &Config) -> Result<Backends> {
 pub fn token_secret(config: &Config) -> Result<Vec<u8>> {
     if let Some(s) = &config.token_secret {
         if s.len() < 16 {
-            return Err(Error::bad_request(
-                "weak_secret",
-                "FEIGE_TOKEN_SECRET must be at least 16 bytes",
-            ));
+            return Err(Error::bad_request("weak_secret", "FEIGE_TOKEN_SECRET must be at least 16 bytes"));
         }
         return Ok(s.as_bytes().to_vec());
     }
@@ -100,8 +96,7 @@ pub fn token_secret(config: &Config) -> Result<Vec<u8>> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::internal(format!("{}: {e}", config.data_dir.display())))?;
     let secret = feige_core::auth::random_token(32);
-    write_private(&path, &secret)
-        .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+    write_private(&path, &secret).map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
     Ok(secret.into_bytes())
 }
 
@@ -117,10 +112,17 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 /// Maps a sqlx error to Feige's: connection trouble is 503, the rest 500.
 pub(crate) fn sql_err(backend: &'static str) -> impl Fn(sqlx::Error) -> Error {
     move |e| match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_) => Error::unavailable(backend, e),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            Error::unavailable(backend, e)
+        }
+        // A deadlock victim or lock timeout changed nothing (its transaction rolled back): the
+        // client may retry, as after any 503.
+        sqlx::Error::Database(ref d)
+            if matches!(d.code().as_deref(), Some("40001") | Some("1213") | Some("1205") | Some("HY000"))
+                && d.message().contains("lock") =>
+        {
+            Error::unavailable(backend, e)
+        }
         other => Error::internal(format!("{backend}: {other}")),
     }
 }

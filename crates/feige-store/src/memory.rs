@@ -6,9 +6,10 @@
 use async_trait::async_trait;
 use feige_core::ids::UserId;
 use feige_core::model::{Push, Seq};
-use feige_core::ports::{EventBus, Probe, PushSink, RateLimiter, Revocations, SeqAllocator};
+use feige_core::ports::{EventBus, Probe, PushSink, RateLimiter, Revocation, Revocations, SeqAllocator};
 use feige_core::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MemoryCache {
     seqs: Mutex<HashMap<UserId, Seq>>,
     revoked: Mutex<HashMap<String, Instant>>,
+    /// Set once the revocations were re-seeded from the session table.
+    warm: AtomicBool,
     windows: Mutex<HashMap<String, (u64, u32)>>,
 }
 
@@ -34,6 +37,19 @@ impl SeqAllocator for MemoryCache {
             *s += n;
             *s
         }))
+    }
+
+    async fn allocate_each(&self, users: &[UserId]) -> Result<Vec<Option<Seq>>> {
+        let mut seqs = lock(&self.seqs);
+        Ok(users
+            .iter()
+            .map(|u| {
+                seqs.get_mut(u).map(|s| {
+                    *s += 1;
+                    *s
+                })
+            })
+            .collect())
     }
 
     async fn init(&self, user: UserId, floor: Seq) -> Result<()> {
@@ -56,18 +72,24 @@ impl Revocations for MemoryCache {
         Ok(())
     }
 
-    async fn is_revoked(&self, sid: &str) -> Result<bool> {
-        Ok(lock(&self.revoked)
-            .get(sid)
-            .is_some_and(|until| *until > Instant::now()))
+    async fn check(&self, sid: &str) -> Result<Revocation> {
+        if lock(&self.revoked).get(sid).is_some_and(|until| *until > Instant::now()) {
+            Ok(Revocation::Revoked)
+        } else if self.warm.load(Ordering::Acquire) {
+            Ok(Revocation::Valid)
+        } else {
+            Ok(Revocation::Cold)
+        }
+    }
+
+    async fn mark_warm(&self) -> Result<()> {
+        self.warm.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
 fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[async_trait]
@@ -86,9 +108,7 @@ impl RateLimiter for MemoryCache {
         }
         if slot.1 >= limit {
             let retry_after_secs = (window + 1) * window_secs - now;
-            return Err(Error::RateLimited {
-                retry_after_secs: retry_after_secs.max(1),
-            });
+            return Err(Error::RateLimited { retry_after_secs: retry_after_secs.max(1) });
         }
         slot.1 += 1;
         Ok(())
@@ -112,10 +132,7 @@ pub struct MemoryBus {
 impl MemoryBus {
     /// Adds a consumer of every push published from now on.
     pub fn attach(&self, sink: Arc<dyn PushSink>) {
-        self.sinks
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(sink);
+        self.sinks.write().unwrap_or_else(|p| p.into_inner()).push(sink);
     }
 }
 

@@ -43,10 +43,7 @@ impl TimelineStore for Flaky {
 }
 
 /// Every event of a user, following `has_more` like a client.
-async fn sync_all(
-    feige: &Feige,
-    who: &feige_core::usecases::Identity,
-) -> Vec<feige_core::model::Event> {
+async fn sync_all(feige: &Feige, who: &feige_core::usecases::Identity) -> Vec<feige_core::model::Event> {
     let (mut cursor, mut out) = (0, Vec::new());
     loop {
         let page = feige.sync(who, cursor, 10, Duration::ZERO).await.unwrap();
@@ -69,37 +66,17 @@ async fn an_interrupted_send_is_a_503_and_its_retry_completes_it() {
     })
     .unwrap();
     let mut backends = feige_store::connect(&config).await.unwrap();
-    let flaky = Arc::new(Flaky {
-        inner: backends.ports.timeline.clone(),
-        down: false.into(),
-    });
+    let flaky = Arc::new(Flaky { inner: backends.ports.timeline.clone(), down: false.into() });
     backends.ports.timeline = flaky.clone();
     let feige = Feige::new(backends.ports, config, b"usecase-test-secret-0123");
     feige.register("sender", "password-1", None).await.unwrap();
-    let bob = feige
-        .register("receiver", "password-1", None)
-        .await
-        .unwrap();
+    let bob = feige.register("receiver", "password-1", None).await.unwrap();
     let a = feige
-        .authenticate(
-            &feige
-                .login("sender", "password-1", None, None)
-                .await
-                .unwrap()
-                .tokens
-                .access_token,
-        )
+        .authenticate(&feige.login("sender", "password-1", None, None).await.unwrap().tokens.access_token)
         .await
         .unwrap();
     let b = feige
-        .authenticate(
-            &feige
-                .login("receiver", "password-1", None, None)
-                .await
-                .unwrap()
-                .tokens
-                .access_token,
-        )
+        .authenticate(&feige.login("receiver", "password-1", None, None).await.unwrap().tokens.access_token)
         .await
         .unwrap();
     let req = || SendRequest {
@@ -115,12 +92,7 @@ async fn an_interrupted_send_is_a_503_and_its_retry_completes_it() {
     assert_eq!((err.status(), err.code()), (503, "backend_unavailable"));
     assert!(
         feige.sync(&b, 0, 10, Duration::ZERO).await.is_err()
-            || feige
-                .sync(&b, 0, 10, Duration::ZERO)
-                .await
-                .unwrap()
-                .events
-                .is_empty()
+            || feige.sync(&b, 0, 10, Duration::ZERO).await.unwrap().events.is_empty()
     );
 
     // Back up: the retry returns the original message and fills in the timelines.
@@ -140,10 +112,7 @@ async fn an_interrupted_send_is_a_503_and_its_retry_completes_it() {
     assert_eq!(sync_all(&feige, &a).await.len(), 1);
 
     // A second interrupted send, completed by its retry the same way.
-    let req2 = SendRequest {
-        client_msg_id: "half".into(),
-        ..req()
-    };
+    let req2 = SendRequest { client_msg_id: "half".into(), ..req() };
     flaky.down.store(true, Ordering::SeqCst);
     let _ = feige.send(&a, req2.clone()).await.unwrap_err();
     flaky.down.store(false, Ordering::SeqCst);

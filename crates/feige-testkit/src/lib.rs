@@ -14,35 +14,23 @@ use std::time::Duration;
 
 /// A unique name for test data (backends shared between tests).
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::now_v7().simple().to_string()[20..]
-    )
+    format!("{prefix}{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
 }
 
 /// `UserStore`: create, case-insensitive uniqueness, look-ups.
 pub async fn user_store(s: Arc<dyn UserStore>) {
     let name = unique("u");
-    let u = s
-        .create_user(&name, "Nick", "hash", now_ms())
-        .await
-        .unwrap();
+    let u = s.create_user(&name, "Nick", "hash", now_ms()).await.unwrap();
     assert_eq!(u.username, name);
     assert!(u.user_id.0 > 0);
-    let dup = s
-        .create_user(&name.to_uppercase(), "x", "h", now_ms())
-        .await
-        .unwrap_err();
+    let dup = s.create_user(&name.to_uppercase(), "x", "h", now_ms()).await.unwrap_err();
     assert_eq!(dup.code(), "username_taken");
     assert_eq!(s.user(u.user_id).await.unwrap(), Some(u.clone()));
     assert_eq!(s.user(UserId(u.user_id.0 + 1_000_000)).await.unwrap(), None);
     let (cu, hash) = s.credentials(&name).await.unwrap().unwrap();
     assert_eq!((cu, hash.as_str()), (u.clone(), "hash"));
     assert!(s.credentials(&unique("nobody")).await.unwrap().is_none());
-    let other = s
-        .create_user(&unique("v"), "V", "h", now_ms())
-        .await
-        .unwrap();
+    let other = s.create_user(&unique("v"), "V", "h", now_ms()).await.unwrap();
     assert_ne!(other.user_id, u.user_id);
 }
 
@@ -61,62 +49,22 @@ fn session(sid: &str, user: UserId, device: &str, hash: &str) -> NewSession {
 
 /// `SessionStore`: device replacement, rotation, replay detection, revocation.
 pub async fn session_store(users: Arc<dyn UserStore>, s: Arc<dyn SessionStore>) {
-    let u = users
-        .create_user(&unique("s"), "S", "h", now_ms())
-        .await
-        .unwrap()
-        .user_id;
+    let u = users.create_user(&unique("s"), "S", "h", now_ms()).await.unwrap().user_id;
     let (a, b) = (unique("sid"), unique("sid"));
-    assert!(
-        s.create_session(&session(&a, u, "phone", "h1"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.create_session(&session(&a, u, "phone", "h1")).await.unwrap().is_empty());
     // Same device logs in again: the old session is replaced.
-    assert_eq!(
-        s.create_session(&session(&b, u, "phone", "h1"))
-            .await
-            .unwrap(),
-        vec![a.clone()]
-    );
-    assert_eq!(
-        s.rotate_refresh(&a, "h1", "h2", now_ms() + 1000, now_ms())
-            .await
-            .unwrap(),
-        RotateOutcome::Invalid
-    );
+    assert_eq!(s.create_session(&session(&b, u, "phone", "h1")).await.unwrap(), vec![a.clone()]);
+    assert_eq!(s.rotate_refresh(&a, "h1", "h2", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
     // Rotation: current hash moves on; the previous one is now a replay.
-    let rotated = s
-        .rotate_refresh(&b, "h1", "h2", now_ms() + 60_000, now_ms())
-        .await
-        .unwrap();
+    let rotated = s.rotate_refresh(&b, "h1", "h2", now_ms() + 60_000, now_ms()).await.unwrap();
+    assert_eq!(rotated, RotateOutcome::Rotated { user_id: u, device_id: "phone".into() });
+    assert_eq!(s.rotate_refresh(&b, "wrong", "h3", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
     assert_eq!(
-        rotated,
-        RotateOutcome::Rotated {
-            user_id: u,
-            device_id: "phone".into()
-        }
-    );
-    assert_eq!(
-        s.rotate_refresh(&b, "wrong", "h3", now_ms() + 1000, now_ms())
-            .await
-            .unwrap(),
-        RotateOutcome::Invalid
-    );
-    assert_eq!(
-        s.rotate_refresh(&b, "h1", "h3", now_ms() + 1000, now_ms())
-            .await
-            .unwrap(),
+        s.rotate_refresh(&b, "h1", "h3", now_ms() + 1000, now_ms()).await.unwrap(),
         RotateOutcome::Reused { user_id: u }
     );
     // ... and the replay revoked the session: even the current token is dead.
-    assert_eq!(
-        s.rotate_refresh(&b, "h2", "h3", now_ms() + 1000, now_ms())
-            .await
-            .unwrap(),
-        RotateOutcome::Invalid
-    );
+    assert_eq!(s.rotate_refresh(&b, "h2", "h3", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
     let revoked = s.revoked_since(now_ms() - 60_000).await.unwrap();
     assert!(revoked.contains(&a) && revoked.contains(&b));
     // Expired refresh tokens do not rotate.
@@ -124,25 +72,22 @@ pub async fn session_store(users: Arc<dyn UserStore>, s: Arc<dyn SessionStore>) 
     let mut old = session(&c, u, "tablet", "x1");
     old.refresh_expires_at = now_ms() - 1;
     s.create_session(&old).await.unwrap();
-    assert_eq!(
-        s.rotate_refresh(&c, "x1", "x2", now_ms() + 1000, now_ms())
-            .await
-            .unwrap(),
-        RotateOutcome::Invalid
+    assert_eq!(s.rotate_refresh(&c, "x1", "x2", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
+    // Two refreshes racing with one token: exactly one rotates.
+    let e = unique("sid");
+    s.create_session(&session(&e, u, "watch", "w1")).await.unwrap();
+    let (r1, r2) = tokio::join!(
+        s.rotate_refresh(&e, "w1", "w2a", now_ms() + 60_000, now_ms()),
+        s.rotate_refresh(&e, "w1", "w2b", now_ms() + 60_000, now_ms())
     );
+    let rotated = [r1.unwrap(), r2.unwrap()].iter().filter(|o| matches!(o, RotateOutcome::Rotated { .. })).count();
+    assert_eq!(rotated, 1, "one token, one rotation");
     // Explicit revocation is idempotent.
     let d = unique("sid");
-    s.create_session(&session(&d, u, "laptop", "y1"))
-        .await
-        .unwrap();
+    s.create_session(&session(&d, u, "laptop", "y1")).await.unwrap();
     s.revoke_session(&d, now_ms()).await.unwrap();
     s.revoke_session(&d, now_ms()).await.unwrap();
-    assert_eq!(
-        s.rotate_refresh(&d, "y1", "y2", now_ms() + 1000, now_ms())
-            .await
-            .unwrap(),
-        RotateOutcome::Invalid
-    );
+    assert_eq!(s.rotate_refresh(&d, "y1", "y2", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
 }
 
 fn new_message(conv: ConversationId, sender: UserId, cmid: &str) -> NewMessage {
@@ -159,21 +104,9 @@ fn new_message(conv: ConversationId, sender: UserId, cmid: &str) -> NewMessage {
 
 /// `ChatStore`: conversations, conv_seq allocation, dedup, history paging, unread.
 pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
-    let a = users
-        .create_user(&unique("a"), "A", "h", now_ms())
-        .await
-        .unwrap()
-        .user_id;
-    let b = users
-        .create_user(&unique("b"), "B", "h", now_ms())
-        .await
-        .unwrap()
-        .user_id;
-    let c = users
-        .create_user(&unique("c"), "C", "h", now_ms())
-        .await
-        .unwrap()
-        .user_id;
+    let a = users.create_user(&unique("a"), "A", "h", now_ms()).await.unwrap().user_id;
+    let b = users.create_user(&unique("b"), "B", "h", now_ms()).await.unwrap().user_id;
+    let c = users.create_user(&unique("c"), "C", "h", now_ms()).await.unwrap().user_id;
     let conv = ConversationId::direct(a, b);
     assert!(s.members(conv).await.unwrap().is_empty());
     s.ensure_direct(conv, now_ms()).await.unwrap();
@@ -186,46 +119,32 @@ pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
     let mut ids = Vec::new();
     for i in 1..=25u64 {
         let sender = if i % 2 == 0 { a } else { b };
-        let Appended::New(m) = s
-            .append_message(&new_message(conv, sender, &format!("c{i}")))
-            .await
-            .unwrap()
-        else {
+        let Appended::New(m) = s.append_message(&new_message(conv, sender, &format!("c{i}"))).await.unwrap() else {
             panic!("expected a new message")
         };
         assert_eq!(m.conv_seq, i);
         ids.push(m.msg_id);
     }
     // A duplicate client id returns the original and takes no conv_seq.
-    let Appended::Existing(orig) = s.append_message(&new_message(conv, a, "c2")).await.unwrap()
-    else {
+    let Appended::Existing(orig) = s.append_message(&new_message(conv, a, "c2")).await.unwrap() else {
         panic!("expected the original")
     };
     assert_eq!((orig.conv_seq, orig.msg_id.as_str()), (2, ids[1].as_str()));
-    assert_eq!(
-        s.find_by_client_id(a, "c2").await.unwrap().unwrap().msg_id,
-        ids[1]
-    );
+    assert_eq!(s.find_by_client_id(a, "c2").await.unwrap().unwrap().msg_id, ids[1]);
     assert!(s.find_by_client_id(b, "c2").await.unwrap().is_none());
     // A stranger cannot append.
-    let err = s
-        .append_message(&new_message(conv, c, "x"))
-        .await
-        .unwrap_err();
+    let err = s.append_message(&new_message(conv, c, "x")).await.unwrap_err();
     assert_eq!(err.status(), 403);
 
     // History pages join without gap or overlap.
     let mut seen = Vec::new();
     let mut before = None;
     loop {
-        let page = s.history(conv, before, 10).await.unwrap();
+        let page = s.history(conv, 0, before, 10).await.unwrap();
         if page.is_empty() {
             break;
         }
-        assert!(
-            page.windows(2).all(|w| w[0].conv_seq == w[1].conv_seq + 1),
-            "newest first, contiguous"
-        );
+        assert!(page.windows(2).all(|w| w[0].conv_seq == w[1].conv_seq + 1), "newest first, contiguous");
         before = page.last().map(|m| m.conv_seq);
         seen.extend(page.into_iter().map(|m| m.conv_seq));
     }
@@ -234,10 +153,7 @@ pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
     // Unread: the last sender (b, message 25) has read everything; a has read up to 24.
     let list_a = s.conversations(a).await.unwrap();
     assert_eq!(list_a.len(), 1);
-    assert_eq!(
-        (list_a[0].last_seq, list_a[0].read_seq, list_a[0].unread),
-        (25, 24, 1)
-    );
+    assert_eq!((list_a[0].last_seq, list_a[0].read_seq, list_a[0].unread), (25, 24, 1));
     assert_eq!(list_a[0].peer_id, Some(b));
     assert_eq!(list_a[0].last_message.as_ref().unwrap().conv_seq, 25);
     assert!(s.conversations(c).await.unwrap().is_empty());
@@ -285,41 +201,19 @@ pub async fn timeline_store(t: Arc<dyn TimelineStore>) {
     let other = UserId(u.0 + 1);
     assert_eq!(t.max_seq(u).await.unwrap(), 0);
     assert_eq!(t.insert(&entry(u, 1, "k1")).await.unwrap(), Inserted::Ok);
-    assert_eq!(
-        t.insert(&entry(u, 1, "k2")).await.unwrap(),
-        Inserted::SeqTaken
-    );
-    assert_eq!(
-        t.insert(&entry(u, 2, "k1")).await.unwrap(),
-        Inserted::AlreadyAt(1)
-    );
-    assert_eq!(
-        t.insert(&entry(other, 1, "k1")).await.unwrap(),
-        Inserted::Ok,
-        "keys are per user"
-    );
-    let batch: Vec<_> = (2..=10)
-        .map(|s| entry(u, s, &format!("k{s}")))
-        .chain([entry(u, 11, "k3")])
-        .collect();
+    assert_eq!(t.insert(&entry(u, 1, "k2")).await.unwrap(), Inserted::SeqTaken);
+    assert_eq!(t.insert(&entry(u, 2, "k1")).await.unwrap(), Inserted::AlreadyAt(1));
+    assert_eq!(t.insert(&entry(other, 1, "k1")).await.unwrap(), Inserted::Ok, "keys are per user");
+    let batch: Vec<_> = (2..=10).map(|s| entry(u, s, &format!("k{s}"))).chain([entry(u, 11, "k3")]).collect();
     let out = t.insert_many(&batch).await.unwrap();
     assert!(out[..9].iter().all(|o| *o == Inserted::Ok));
     assert_eq!(out[9], Inserted::AlreadyAt(3));
-    let filler = TimelineEntry {
-        event: None,
-        ..entry(u, 12, "gap:12")
-    };
+    let filler = TimelineEntry { event: None, ..entry(u, 12, "gap:12") };
     assert_eq!(t.insert(&filler).await.unwrap(), Inserted::Ok);
     assert_eq!(t.max_seq(u).await.unwrap(), 12);
     let read = t.read(u, 4, 5).await.unwrap();
-    assert_eq!(
-        read.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![5, 6, 7, 8, 9]
-    );
-    assert_eq!(
-        read[0].event.as_ref().unwrap().msg_id.as_deref(),
-        Some("k5")
-    );
+    assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6, 7, 8, 9]);
+    assert_eq!(read[0].event.as_ref().unwrap().msg_id.as_deref(), Some("k5"));
     let tail = t.read(u, 10, 100).await.unwrap();
     // Seq 11 was refused (its key sits at 3), so only the filler at 12 follows 10.
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![12]);
@@ -358,19 +252,30 @@ pub async fn seq_allocator(s: Arc<dyn SeqAllocator>) {
         }
     }
     assert_eq!(all.len(), 400);
+    // A brand-new user's counter starts from a floor of 0.
+    let z = UserId(fresh_user().0 + 3);
+    s.init(z, 0).await.unwrap();
+    assert_eq!(s.allocate(z, 1).await.unwrap(), Some(1));
+    // A batch over several users: cold ones answer None, warm ones advance by one each.
+    let (v, w) = (fresh_user(), UserId(fresh_user().0 + 7));
+    s.init(v, 3).await.unwrap();
+    assert_eq!(s.allocate_each(&[v, w, v]).await.unwrap(), vec![Some(4), None, Some(5)]);
 }
 
-/// `Revocations`: revoked until the TTL passes.
+/// `Revocations`: cold until marked warm; revoked until the TTL passes. `r` must be a fresh
+/// instance (or namespace) that nobody has warmed yet.
 pub async fn revocations(r: Arc<dyn Revocations>) {
     let sid = unique("sid");
-    assert!(!r.is_revoked(&sid).await.unwrap());
+    assert_eq!(r.check(&sid).await.unwrap(), Revocation::Cold, "a fresh cache cannot know");
     r.revoke(&sid, 60).await.unwrap();
-    assert!(r.is_revoked(&sid).await.unwrap());
-    assert!(!r.is_revoked(&unique("other")).await.unwrap());
+    assert_eq!(r.check(&sid).await.unwrap(), Revocation::Revoked, "revoked is known even when cold");
+    r.mark_warm().await.unwrap();
+    assert_eq!(r.check(&sid).await.unwrap(), Revocation::Revoked);
+    assert_eq!(r.check(&unique("other")).await.unwrap(), Revocation::Valid);
     let short = unique("sid");
     r.revoke(&short, 1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(!r.is_revoked(&short).await.unwrap());
+    assert_eq!(r.check(&short).await.unwrap(), Revocation::Valid);
 }
 
 /// `RateLimiter`: `limit` hits per window, then 429 with a retry hint.
@@ -408,9 +313,7 @@ pub async fn no_hole(ports: Ports) {
             let mut keys = Vec::new();
             for i in 0..per_writer {
                 let e = entry(user, 0, &format!("w{w}-{i}")).event.unwrap();
-                let written = timeline::append(&ports, vec![(user, e)], false)
-                    .await
-                    .unwrap();
+                let written = timeline::append(&ports, vec![(user, e)], false).await.unwrap();
                 keys.push(written[0].1.msg_id.clone().unwrap());
             }
             keys
@@ -423,9 +326,7 @@ pub async fn no_hole(ports: Ports) {
             let mut seen = Vec::new();
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             while seen.len() < writers * per_writer && std::time::Instant::now() < deadline {
-                let page = timeline::read(&ports, user, cursor, 7, Duration::from_secs(5))
-                    .await
-                    .unwrap();
+                let page = timeline::read(&ports, user, cursor, 7, Duration::from_secs(5)).await.unwrap();
                 for e in &page.events {
                     assert!(e.seq > cursor, "seq went backwards");
                     seen.push(e.msg_id.clone().unwrap());
@@ -447,33 +348,17 @@ pub async fn no_hole(ports: Ports) {
     assert_eq!(unique_seen, acked, "an acked event was never seen");
 
     // A writer takes a seq and dies; a later writer lands after the hole.
-    let before = timeline::read(&ports, user, 0, 1000, Duration::from_millis(100))
-        .await
-        .unwrap()
-        .next;
-    let dead = timeline::next_seq(ports.seqs.as_ref(), ports.timeline.as_ref(), user)
-        .await
-        .unwrap();
+    let before = timeline::read(&ports, user, 0, 1000, Duration::from_millis(100)).await.unwrap().next;
+    let dead = timeline::next_seq(ports.seqs.as_ref(), ports.timeline.as_ref(), user).await.unwrap();
     assert_eq!(dead, before + 1);
     let live = entry(user, 0, &unique("late")).event.unwrap();
-    timeline::append(&ports, vec![(user, live)], false)
-        .await
-        .unwrap();
-    let page = timeline::read(&ports, user, before, 10, Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert_eq!(
-        page.events.len(),
-        1,
-        "the event after the hole is delivered once the hole is filled"
-    );
+    timeline::append(&ports, vec![(user, live)], false).await.unwrap();
+    let page = timeline::read(&ports, user, before, 10, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(page.events.len(), 1, "the event after the hole is delivered once the hole is filled");
     assert_eq!(page.next, dead + 1);
     // The dead writer wakes up and tries its old slot: taken; append goes on after it.
     let zombie = entry(user, dead, &unique("zombie"));
-    assert_eq!(
-        ports.timeline.insert(&zombie).await.unwrap(),
-        Inserted::SeqTaken
-    );
+    assert_eq!(ports.timeline.insert(&zombie).await.unwrap(), Inserted::SeqTaken);
 }
 
 /// Sequences never go backwards when the counter is lost (a flushed Redis, a restarted
@@ -483,21 +368,109 @@ pub async fn seqs_survive_a_cold_cache(ports: Ports, fresh_seqs: Arc<dyn SeqAllo
     let mut last = 0;
     for i in 0..5 {
         let e = entry(user, 0, &format!("before-{i}")).event.unwrap();
-        last = timeline::append(&ports, vec![(user, e)], false)
-            .await
-            .unwrap()[0]
-            .1
-            .seq;
+        last = timeline::append(&ports, vec![(user, e)], false).await.unwrap()[0].1.seq;
     }
-    let cold = Ports {
-        seqs: fresh_seqs,
-        ..ports
-    };
+    let cold = Ports { seqs: fresh_seqs, ..ports };
     let e = entry(user, 0, "after").event.unwrap();
-    let next = timeline::append(&cold, vec![(user, e)], false)
-        .await
-        .unwrap()[0]
-        .1
-        .seq;
+    let next = timeline::append(&cold, vec![(user, e)], false).await.unwrap()[0].1.seq;
     assert_eq!(next, last + 1);
+}
+
+/// `GroupStore` (with the `ChatStore` its membership lives in): creation, the member limit
+/// under concurrent additions, roles, leaving and rejoining from the current end, disbanding.
+pub async fn group_store(users: Arc<dyn UserStore>, chat: Arc<dyn ChatStore>, g: Arc<dyn GroupStore>) {
+    use feige_core::model::Role;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(users.create_user(&unique(&format!("g{i}_")), "G", "h", now_ms()).await.unwrap().user_id);
+    }
+    let owner = ids[0];
+    let limit = 6;
+    let too_many = g.create_group(owner, "big", &ids[1..7], limit, now_ms()).await.unwrap_err();
+    assert_eq!(too_many.code(), "group_full");
+    let group = g.create_group(owner, "team", &[ids[1], ids[2], ids[1]], limit, now_ms()).await.unwrap();
+    assert_eq!(group.member_count, 3);
+    assert_eq!(g.group(group.group_id).await.unwrap().unwrap(), group);
+    assert_eq!(g.role_of(group.group_id, owner).await.unwrap(), Some(Role::Owner));
+    assert_eq!(g.role_of(group.group_id, ids[1]).await.unwrap(), Some(Role::Member));
+    assert_eq!(g.role_of(group.group_id, ids[5]).await.unwrap(), None);
+    assert_eq!(g.groups_of(ids[2]).await.unwrap(), vec![group.clone()]);
+    assert!(g.groups_of(ids[5]).await.unwrap().is_empty());
+    assert_eq!(chat.members(group.conversation_id).await.unwrap().len(), 3);
+
+    // Six concurrent additions of one user each to a group of 3 with room for 3: exactly 3 fit.
+    let mut tasks = Vec::new();
+    for u in ids[3..9].iter().copied() {
+        let g = g.clone();
+        tasks.push(tokio::spawn(async move { g.add_members(group.group_id, &[u], limit, now_ms()).await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(added) => {
+                assert_eq!(added.len(), 1);
+                ok += 1;
+            }
+            Err(e) => assert_eq!(e.code(), "group_full"),
+        }
+    }
+    assert_eq!(ok, 3);
+    assert_eq!(g.group_members(group.group_id).await.unwrap().len(), 6);
+    assert_eq!(g.group(group.group_id).await.unwrap().unwrap().member_count, 6);
+    // All or nothing: a batch that does not fit adds nobody.
+    let members = g.group_members(group.group_id).await.unwrap();
+    let outsider = ids.iter().copied().find(|u| !members.iter().any(|m| m.user_id == *u)).unwrap();
+    assert_eq!(g.add_members(group.group_id, &[outsider], limit, now_ms()).await.unwrap_err().code(), "group_full");
+    // Current members are skipped, not counted.
+    assert!(g.add_members(group.group_id, &[ids[1]], limit, now_ms()).await.unwrap().is_empty());
+
+    // A member leaves; history moves on; they rejoin from the current end.
+    let conv = group.conversation_id;
+    assert!(g.remove_member(group.group_id, ids[1], now_ms()).await.unwrap());
+    assert!(!g.remove_member(group.group_id, ids[1], now_ms()).await.unwrap());
+    assert!(chat.membership(conv, ids[1]).await.unwrap().is_none());
+    for i in 0..3 {
+        chat.append_message(&new_message(conv, owner, &unique(&format!("gm{i}")))).await.unwrap();
+    }
+    assert_eq!(g.add_members(group.group_id, &[ids[1]], limit, now_ms()).await.unwrap(), vec![ids[1]]);
+    let back = chat.membership(conv, ids[1]).await.unwrap().unwrap();
+    assert_eq!((back.joined_seq, back.read_seq, back.last_seq), (3, 3, 3));
+    assert!(chat.history(conv, back.joined_seq, None, 10).await.unwrap().is_empty());
+
+    // Roles and ownership.
+    g.set_role(group.group_id, ids[2], Role::Admin).await.unwrap();
+    assert_eq!(g.role_of(group.group_id, ids[2]).await.unwrap(), Some(Role::Admin));
+    g.transfer_owner(group.group_id, ids[2], now_ms()).await.unwrap();
+    assert_eq!(g.role_of(group.group_id, ids[2]).await.unwrap(), Some(Role::Owner));
+    assert_eq!(g.role_of(group.group_id, owner).await.unwrap(), Some(Role::Admin));
+    assert_eq!(g.group(group.group_id).await.unwrap().unwrap().owner_id, ids[2]);
+    let renamed = g.update_group(group.group_id, Some("renamed"), None, now_ms()).await.unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.announcement.as_str()), ("renamed", ""));
+    let renamed = g.update_group(group.group_id, None, Some("hi all"), now_ms()).await.unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.announcement.as_str()), ("renamed", "hi all"));
+
+    // Read positions are per member.
+    let positions = chat.read_positions(conv).await.unwrap();
+    assert_eq!(positions.len(), 6);
+
+    g.disband(group.group_id, now_ms()).await.unwrap();
+    assert!(g.group(group.group_id).await.unwrap().is_none());
+    assert!(chat.members(conv).await.unwrap().is_empty());
+    assert!(g.groups_of(ids[2]).await.unwrap().is_empty());
+}
+
+/// `ChatStore` recall: the body leaves history; once only.
+pub async fn recall(users: Arc<dyn UserStore>, chat: Arc<dyn ChatStore>) {
+    let a = users.create_user(&unique("ra"), "A", "h", now_ms()).await.unwrap().user_id;
+    let b = users.create_user(&unique("rb"), "B", "h", now_ms()).await.unwrap().user_id;
+    let conv = ConversationId::direct(a, b);
+    chat.ensure_direct(conv, now_ms()).await.unwrap();
+    let Appended::New(m) = chat.append_message(&new_message(conv, a, "r1")).await.unwrap() else { panic!("new") };
+    assert!(chat.recall(&m.msg_id, now_ms()).await.unwrap());
+    assert!(!chat.recall(&m.msg_id, now_ms()).await.unwrap());
+    let got = chat.message(&m.msg_id).await.unwrap().unwrap();
+    assert!(got.recalled);
+    assert_eq!(got.body, serde_json::Value::Null);
+    assert!(chat.message("no-such-id").await.unwrap().is_none());
+    assert_eq!(users.existing(&[a, b, UserId(a.0 + 10_000_000)]).await.unwrap().len(), 2);
 }

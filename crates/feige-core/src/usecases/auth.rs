@@ -5,6 +5,7 @@ use crate::auth::{Claims, hash_password, random_token, sha256_hex, verify_passwo
 use crate::error::{Error, Result};
 use crate::model::{NewSession, Push, RotateOutcome, User};
 use crate::now_ms;
+use crate::ports::Revocation;
 use serde::Serialize;
 use std::sync::OnceLock;
 
@@ -26,15 +27,11 @@ pub struct LoginResult {
 }
 
 fn valid_username(u: &str) -> bool {
-    (3..=32).contains(&u.len())
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    (3..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 fn valid_device(d: &str) -> bool {
-    (1..=64).contains(&d.len())
-        && d.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    (1..=64).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
 /// A real argon2 hash to verify against when the user does not exist, so that a login for an
@@ -45,19 +42,12 @@ fn dummy_hash() -> &'static str {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(Error::internal)
+    tokio::task::spawn_blocking(f).await.map_err(Error::internal)
 }
 
 impl Feige {
     /// `POST /v1/auth/register`.
-    pub async fn register(
-        &self,
-        username: &str,
-        password: &str,
-        nickname: Option<&str>,
-    ) -> Result<User> {
+    pub async fn register(&self, username: &str, password: &str, nickname: Option<&str>) -> Result<User> {
         if !valid_username(username) {
             return Err(Error::bad_request(
                 "invalid_username",
@@ -65,27 +55,15 @@ impl Feige {
             ));
         }
         if !(8..=128).contains(&password.chars().count()) {
-            return Err(Error::bad_request(
-                "invalid_password",
-                "password must be 8-128 characters",
-            ));
+            return Err(Error::bad_request("invalid_password", "password must be 8-128 characters"));
         }
-        let nickname = nickname
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .unwrap_or(username);
+        let nickname = nickname.map(str::trim).filter(|n| !n.is_empty()).unwrap_or(username);
         if nickname.chars().count() > 64 || nickname.chars().any(char::is_control) {
-            return Err(Error::bad_request(
-                "invalid_nickname",
-                "nickname must be at most 64 printable characters",
-            ));
+            return Err(Error::bad_request("invalid_nickname", "nickname must be at most 64 printable characters"));
         }
         let password = password.to_owned();
         let hash = blocking(move || hash_password(&password)).await??;
-        self.ports
-            .users
-            .create_user(username, nickname, &hash, now_ms())
-            .await
+        self.ports.users.create_user(username, nickname, &hash, now_ms()).await
     }
 
     /// `POST /v1/auth/login`: checks the password and opens a session for the device,
@@ -98,46 +76,27 @@ impl Feige {
         platform: Option<&str>,
     ) -> Result<LoginResult> {
         if self.config.login_rate_per_min > 0 {
-            self.ports
-                .limiter
-                .hit(
-                    &format!("login:{username}"),
-                    self.config.login_rate_per_min,
-                    60,
-                )
-                .await?;
+            self.ports.limiter.hit(&format!("login:{username}"), self.config.login_rate_per_min, 60).await?;
         }
         let device_id = match device_id {
             Some(d) if valid_device(d) => d.to_owned(),
             Some(_) => {
-                return Err(Error::bad_request(
-                    "invalid_device_id",
-                    "device_id must be 1-64 URL-safe characters",
-                ));
+                return Err(Error::bad_request("invalid_device_id", "device_id must be 1-64 URL-safe characters"));
             }
             None => random_token(12),
         };
         let platform = platform.unwrap_or("unknown");
         if platform.len() > 32 {
-            return Err(Error::bad_request(
-                "invalid_platform",
-                "platform must be at most 32 characters",
-            ));
+            return Err(Error::bad_request("invalid_platform", "platform must be at most 32 characters"));
         }
         let found = self.ports.users.credentials(username).await?;
-        let hash = found
-            .as_ref()
-            .map(|(_, h)| h.clone())
-            .unwrap_or_else(|| dummy_hash().to_owned());
+        let hash = found.as_ref().map(|(_, h)| h.clone()).unwrap_or_else(|| dummy_hash().to_owned());
         let pw = password.to_owned();
         let ok = blocking(move || verify_password(&pw, &hash)).await?;
         let user = match found {
             Some((user, _)) if ok => user,
             _ => {
-                return Err(Error::unauthorized(
-                    "invalid_credentials",
-                    "wrong username or password",
-                ));
+                return Err(Error::unauthorized("invalid_credentials", "wrong username or password"));
             }
         };
         let sid = random_token(16);
@@ -163,23 +122,14 @@ impl Feige {
         Ok(LoginResult {
             user_id: user.user_id,
             device_id,
-            tokens: Tokens {
-                access_token,
-                refresh_token,
-                expires_in: self.config.access_ttl_secs,
-            },
+            tokens: Tokens { access_token, refresh_token, expires_in: self.config.access_ttl_secs },
         })
     }
 
     /// `POST /v1/auth/refresh`: rotates the refresh token. Replaying an old one revokes the
     /// whole session (it was stolen or copied).
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens> {
-        let invalid = || {
-            Error::unauthorized(
-                "invalid_refresh_token",
-                "refresh token is invalid, expired or revoked",
-            )
-        };
+        let invalid = || Error::unauthorized("invalid_refresh_token", "refresh token is invalid, expired or revoked");
         let (sid, secret) = refresh_token.split_once('.').ok_or_else(invalid)?;
         if sid.is_empty() || secret.is_empty() {
             return Err(invalid());
@@ -187,12 +137,7 @@ impl Feige {
         let (new_token, new_hash) = self.new_refresh(sid);
         let now = now_ms();
         let expires = now + self.config.refresh_ttl_secs as i64 * 1000;
-        match self
-            .ports
-            .sessions
-            .rotate_refresh(sid, &sha256_hex(secret), &new_hash, expires, now)
-            .await?
-        {
+        match self.ports.sessions.rotate_refresh(sid, &sha256_hex(secret), &new_hash, expires, now).await? {
             RotateOutcome::Rotated { user_id, device_id } => Ok(Tokens {
                 access_token: self.access_token(user_id, &device_id, sid),
                 refresh_token: new_token,
@@ -209,66 +154,46 @@ impl Feige {
 
     /// `POST /v1/auth/logout`: this device's tokens die now and its sockets close.
     pub async fn logout(&self, who: &Identity) -> Result<()> {
-        self.ports
-            .sessions
-            .revoke_session(&who.sid, now_ms())
-            .await?;
+        self.ports.sessions.revoke_session(&who.sid, now_ms()).await?;
         self.close_session(who.user_id, &who.sid).await
     }
 
     /// Verifies a bearer token: signature, expiry, revocation.
     pub async fn authenticate(&self, token: &str) -> Result<Identity> {
         let claims = self.keys.verify(token, now_ms() / 1000)?;
-        if self.ports.revocations.is_revoked(&claims.sid).await? {
-            return Err(Error::unauthorized(
-                "token_revoked",
-                "this session has been logged out",
-            ));
+        let mut state = self.ports.revocations.check(&claims.sid).await?;
+        if state == Revocation::Cold {
+            self.restore_revocations().await?;
+            state = self.ports.revocations.check(&claims.sid).await?;
         }
-        Ok(Identity {
-            user_id: claims.uid,
-            device_id: claims.did,
-            sid: claims.sid,
-        })
+        match state {
+            Revocation::Valid => Ok(Identity { user_id: claims.uid, device_id: claims.did, sid: claims.sid }),
+            Revocation::Revoked => Err(Error::unauthorized("token_revoked", "this session has been logged out")),
+            Revocation::Cold => Err(Error::unavailable("cache", "revocation cache would not warm up")),
+        }
     }
 
-    /// Re-seeds a cold revocation cache from the durable session table (process start).
+    /// Re-seeds a cold revocation cache from the durable session table (process start, or a
+    /// flushed Redis), then marks it warm.
     pub async fn restore_revocations(&self) -> Result<usize> {
         let ttl = self.config.access_ttl_secs;
-        let sids = self
-            .ports
-            .sessions
-            .revoked_since(now_ms() - ttl as i64 * 1000)
-            .await?;
+        let sids = self.ports.sessions.revoked_since(now_ms() - ttl as i64 * 1000).await?;
         for sid in &sids {
             self.ports.revocations.revoke(sid, ttl).await?;
         }
+        self.ports.revocations.mark_warm().await?;
         Ok(sids.len())
     }
 
     async fn close_session(&self, user_id: crate::UserId, sid: &str) -> Result<()> {
         self.ports.sessions.revoke_session(sid, now_ms()).await?;
-        self.ports
-            .revocations
-            .revoke(sid, self.config.access_ttl_secs)
-            .await?;
-        self.ports
-            .bus
-            .publish(&[Push::CloseSession {
-                user_id,
-                sid: sid.to_owned(),
-            }])
-            .await
+        self.ports.revocations.revoke(sid, self.config.access_ttl_secs).await?;
+        self.ports.bus.publish(&[Push::CloseSession { user_id, sid: sid.to_owned() }]).await
     }
 
     fn access_token(&self, uid: crate::UserId, did: &str, sid: &str) -> String {
         let exp = now_ms() / 1000 + self.config.access_ttl_secs as i64;
-        self.keys.sign(&Claims {
-            uid,
-            did: did.to_owned(),
-            sid: sid.to_owned(),
-            exp,
-        })
+        self.keys.sign(&Claims { uid, did: did.to_owned(), sid: sid.to_owned(), exp })
     }
 
     /// A refresh token `<sid>.<secret>` and the hash of its secret.

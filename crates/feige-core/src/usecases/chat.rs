@@ -14,9 +14,7 @@ use tokio::time::Instant;
 
 /// The message types of the seed (DESIGN.md): `text` carries a string body, the rest a JSON
 /// object.
-pub const MESSAGE_TYPES: &[&str] = &[
-    "text", "image", "file", "audio", "video", "location", "custom", "emoji", "card",
-];
+pub const MESSAGE_TYPES: &[&str] = &["text", "image", "file", "audio", "video", "location", "custom", "emoji", "card"];
 /// Longest text body, in characters.
 pub const MAX_TEXT_CHARS: usize = 8000;
 /// How often a long-poll re-reads the store when no in-process wake-up comes (writers in
@@ -53,38 +51,20 @@ pub struct SendResult {
 
 fn validate(req: &SendRequest) -> Result<()> {
     let id = &req.client_msg_id;
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
-    {
-        return Err(Error::bad_request(
-            "invalid_client_msg_id",
-            "client_msg_id must be 1-64 URL-safe characters",
-        ));
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b)) {
+        return Err(Error::bad_request("invalid_client_msg_id", "client_msg_id must be 1-64 URL-safe characters"));
     }
     if !MESSAGE_TYPES.contains(&req.kind.as_str()) {
-        return Err(Error::bad_request(
-            "invalid_type",
-            format!("type must be one of {}", MESSAGE_TYPES.join(", ")),
-        ));
+        return Err(Error::bad_request("invalid_type", format!("type must be one of {}", MESSAGE_TYPES.join(", "))));
     }
     match (&req.kind[..], &req.body) {
-        ("text", Value::String(s))
-            if !s.trim().is_empty() && s.chars().count() <= MAX_TEXT_CHARS =>
-        {
-            Ok(())
-        }
+        ("text", Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_TEXT_CHARS => Ok(()),
         ("text", _) => Err(Error::bad_request(
             "invalid_body",
             format!("a text body is a non-empty string of at most {MAX_TEXT_CHARS} characters"),
         )),
         (_, Value::Object(_)) => Ok(()),
-        _ => Err(Error::bad_request(
-            "invalid_body",
-            "a non-text body is a JSON object",
-        )),
+        _ => Err(Error::bad_request("invalid_body", "a non-text body is a JSON object")),
     }
 }
 
@@ -96,20 +76,10 @@ impl Feige {
     pub async fn send(&self, who: &Identity, req: SendRequest) -> Result<SendResult> {
         validate(&req)?;
         if self.config.send_rate_per_sec > 0 {
-            self.ports
-                .limiter
-                .hit(
-                    &format!("send:{}", who.user_id),
-                    self.config.send_rate_per_sec,
-                    1,
-                )
-                .await?;
+            self.ports.limiter.hit(&format!("send:{}", who.user_id), self.config.send_rate_per_sec, 1).await?;
         }
         let chat = &self.ports.chat;
-        let (message, created) = match chat
-            .find_by_client_id(who.user_id, &req.client_msg_id)
-            .await?
-        {
+        let (message, created) = match chat.find_by_client_id(who.user_id, &req.client_msg_id).await? {
             Some(existing) => (existing, false),
             None => {
                 let conv = self.resolve_target(who.user_id, req.to).await?;
@@ -132,24 +102,10 @@ impl Feige {
         };
         let members = chat.members(message.conversation_id).await?;
         let event = Event::message(&message);
-        let written = timeline::append(
-            &self.ports,
-            members.iter().map(|u| (*u, event.clone())).collect(),
-            !created,
-        )
-        .await?;
-        let seq = written
-            .iter()
-            .find(|(u, _)| *u == who.user_id)
-            .map(|(_, e)| e.seq)
-            .unwrap_or(0);
-        self.announce(
-            written
-                .into_iter()
-                .map(|(user_id, event)| Push::Event { user_id, event })
-                .collect(),
-        )
-        .await?;
+        let written =
+            timeline::append(&self.ports, members.iter().map(|u| (*u, event.clone())).collect(), !created).await?;
+        let seq = written.iter().find(|(u, _)| *u == who.user_id).map(|(_, e)| e.seq).unwrap_or(0);
+        self.announce(written.into_iter().map(|(user_id, event)| Push::Event { user_id, event }).collect()).await?;
         Ok(SendResult {
             msg_id: message.msg_id,
             conversation_id: message.conversation_id,
@@ -163,10 +119,9 @@ impl Feige {
     /// The conversation a new message goes to, created on first use for direct chats.
     async fn resolve_target(&self, me: UserId, to: Target) -> Result<ConversationId> {
         match to {
-            Target::User(peer) if peer == me => Err(Error::bad_request(
-                "invalid_recipient",
-                "cannot send a message to yourself",
-            )),
+            Target::User(peer) if peer == me => {
+                Err(Error::bad_request("invalid_recipient", "cannot send a message to yourself"))
+            }
             Target::User(peer) => {
                 self.user(peer).await?;
                 let conv = ConversationId::direct(me, peer);
@@ -174,6 +129,9 @@ impl Feige {
                 Ok(conv)
             }
             Target::Group(g) => {
+                if self.ports.groups.group(g).await?.is_none() {
+                    return Err(Error::not_found("group_not_found", "no such group"));
+                }
                 let conv = ConversationId::Group(g);
                 self.require_member(conv, me).await?;
                 Ok(conv)
@@ -182,13 +140,7 @@ impl Feige {
     }
 
     /// `GET /v1/sync`: events after `since`, waiting up to `wait` for the first one.
-    pub async fn sync(
-        &self,
-        who: &Identity,
-        since: Seq,
-        limit: u32,
-        wait: Duration,
-    ) -> Result<Page> {
+    pub async fn sync(&self, who: &Identity, since: Seq, limit: u32, wait: Duration) -> Result<Page> {
         let limit = limit.clamp(1, 500);
         let deadline = Instant::now() + wait.min(Duration::from_secs(30));
         let grace = Duration::from_millis(self.config.gap_grace_ms);
@@ -220,9 +172,9 @@ impl Feige {
         before: Option<Seq>,
         limit: u32,
     ) -> Result<(Vec<Message>, bool)> {
-        self.require_member(conv, who.user_id).await?;
+        let me = self.require_member(conv, who.user_id).await?;
         let limit = limit.clamp(1, 100);
-        let mut page = self.ports.chat.history(conv, before, limit + 1).await?;
+        let mut page = self.ports.chat.history(conv, me.joined_seq, before, limit + 1).await?;
         let has_more = page.len() > limit as usize;
         page.truncate(limit as usize);
         Ok((page, has_more))
@@ -251,44 +203,72 @@ impl Feige {
             };
             let mut to = vec![who.user_id];
             to.extend(conv.peer_of(who.user_id));
-            let written = timeline::append(
-                &self.ports,
-                to.into_iter().map(|u| (u, event.clone())).collect(),
-                false,
-            )
-            .await?;
-            self.announce(
-                written
-                    .into_iter()
-                    .map(|(user_id, event)| Push::Event { user_id, event })
-                    .collect(),
-            )
-            .await?;
+            let written =
+                timeline::append(&self.ports, to.into_iter().map(|u| (u, event.clone())).collect(), false).await?;
+            self.announce(written.into_iter().map(|(user_id, event)| Push::Event { user_id, event }).collect()).await?;
         }
         Ok(out.last_seq.saturating_sub(out.read_seq))
     }
 
+    /// `GET /v1/conversations/{id}/read-positions`: each member's read position, O(members).
+    pub async fn read_positions(&self, who: &Identity, conv: ConversationId) -> Result<Vec<(UserId, Seq)>> {
+        self.require_member(conv, who.user_id).await?;
+        self.ports.chat.read_positions(conv).await
+    }
+
+    /// `POST /v1/messages/{msg_id}/recall`: by the sender, or a group's owner or admin, within
+    /// the recall window. The body leaves history and every member gets a `recall` event;
+    /// recalling again changes nothing and sends nothing new.
+    pub async fn recall(&self, who: &Identity, msg_id: &str) -> Result<Message> {
+        let not_found = || Error::not_found("message_not_found", "no such message");
+        if msg_id.is_empty() || msg_id.len() > 64 {
+            return Err(not_found());
+        }
+        let msg = self.ports.chat.message(msg_id).await?.ok_or_else(not_found)?;
+        let conv = msg.conversation_id;
+        if self.ports.chat.membership(conv, who.user_id).await?.is_none() {
+            return Err(not_found());
+        }
+        let allowed = msg.sender_id == who.user_id
+            || match conv {
+                ConversationId::Group(g) => {
+                    self.ports.groups.role_of(g, who.user_id).await?.is_some_and(|r| r.manages())
+                }
+                ConversationId::Direct(..) => false,
+            };
+        if !allowed {
+            return Err(Error::forbidden("not_allowed", "only the sender or a group owner/admin may recall a message"));
+        }
+        let window_ms = self.config.recall_window_secs as i64 * 1000;
+        if !msg.recalled && now_ms() - msg.created_at > window_ms {
+            return Err(Error::forbidden(
+                "recall_window_passed",
+                format!("messages can be recalled within {} s", self.config.recall_window_secs),
+            ));
+        }
+        let first = self.ports.chat.recall(msg_id, now_ms()).await?;
+        let mut event = Event::notice("recall", conv, who.user_id, Map::new());
+        event.msg_id = Some(msg.msg_id.clone());
+        event.conv_seq = Some(msg.conv_seq);
+        let members = self.ports.chat.members(conv).await?;
+        // A repeat may only complete an interrupted first attempt: look before writing.
+        let written =
+            timeline::append(&self.ports, members.into_iter().map(|u| (u, event.clone())).collect(), !first).await?;
+        self.announce(written.into_iter().map(|(user_id, event)| Push::Event { user_id, event }).collect()).await?;
+        Ok(Message { body: Value::Null, recalled: true, ..msg })
+    }
+
     /// The caller's membership, or 404 for an unknown conversation and 403 for a stranger.
-    pub(crate) async fn require_member(
-        &self,
-        conv: ConversationId,
-        user: UserId,
-    ) -> Result<Membership> {
+    pub(crate) async fn require_member(&self, conv: ConversationId, user: UserId) -> Result<Membership> {
         if let Some(m) = self.ports.chat.membership(conv, user).await? {
             return Ok(m);
         }
         if self.ports.chat.members(conv).await?.is_empty() {
-            let what = if matches!(conv, ConversationId::Group(_)) {
-                "group_not_found"
-            } else {
-                "conversation_not_found"
-            };
+            let what =
+                if matches!(conv, ConversationId::Group(_)) { "group_not_found" } else { "conversation_not_found" };
             Err(Error::not_found(what, "no such conversation"))
         } else {
-            Err(Error::forbidden(
-                "not_member",
-                "you are not a member of this conversation",
-            ))
+            Err(Error::forbidden("not_member", "you are not a member of this conversation"))
         }
     }
 }
@@ -303,12 +283,7 @@ mod tests {
     use super::*;
 
     fn req(kind: &str, body: Value) -> SendRequest {
-        SendRequest {
-            client_msg_id: "c-1".into(),
-            to: Target::User(UserId(2)),
-            kind: kind.into(),
-            body,
-        }
+        SendRequest { client_msg_id: "c-1".into(), to: Target::User(UserId(2)), kind: kind.into(), body }
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 mod auth;
 mod chat;
+mod groups;
 
 pub use auth::{LoginResult, Tokens};
 pub use chat::{SendRequest, SendResult, Target};
+pub use groups::MAX_GROUP_MEMBERS;
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
@@ -37,30 +39,17 @@ pub struct Feige {
 impl Feige {
     /// Builds the application; `token_secret` signs access tokens.
     pub fn new(ports: Ports, config: Config, token_secret: &[u8]) -> Self {
-        Feige {
-            ports,
-            config: Arc::new(config),
-            signals: Arc::default(),
-            keys: TokenKeys::new(token_secret),
-        }
+        Feige { ports, config: Arc::new(config), signals: Arc::default(), keys: TokenKeys::new(token_secret) }
     }
 
     /// `GET /v1/users/{id}`.
     pub async fn user(&self, id: UserId) -> Result<User> {
-        self.ports
-            .users
-            .user(id)
-            .await?
-            .ok_or_else(|| Error::not_found("user_not_found", "no such user"))
+        self.ports.users.user(id).await?.ok_or_else(|| Error::not_found("user_not_found", "no such user"))
     }
 
     /// `/readyz`: every backend's answer.
     pub async fn readiness(&self) -> Vec<(&'static str, Result<()>)> {
-        let checks = self
-            .ports
-            .probes
-            .iter()
-            .map(|(name, p)| async move { (*name, p.ping().await) });
+        let checks = self.ports.probes.iter().map(|(name, p)| async move { (*name, p.ping().await) });
         let mut out = Vec::new();
         for c in checks {
             out.push(c.await);

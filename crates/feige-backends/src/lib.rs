@@ -1,0 +1,159 @@
+//! Connects every Feige port to the backend its URL names, and starts the push side of the bus.
+//!
+//! | port | embedded (default) | real |
+//! |---|---|---|
+//! | users, sessions, conversations, history (`FEIGE_DB_URL`) | `sqlite://` | `mysql://` |
+//! | timelines (`FEIGE_TIMELINE_URL`) | `sqlite://` | `mongodb://` |
+//! | sequences, revocation, rate limits (`FEIGE_CACHE_URL`) | `memory://` | `redis://` |
+//! | push events (`FEIGE_BUS_URL`) | `memory://` | `kafka://` |
+//!
+//! This crate is the one place that links every driver; libraries and their tests depend only
+//! on the adapters they use.
+
+use feige_core::ports::{EventBus, Ports, Probe, PushSink, RateLimiter, Revocations, SeqAllocator, TimelineStore};
+use feige_core::{Config, Error, Feige, Result};
+use feige_kafka::{KafkaBus, KafkaConsumer, KafkaSettings};
+use feige_mongo::MongoTimeline;
+use feige_redis::RedisCache;
+use feige_store::memory::{MemoryBus, MemoryCache};
+use feige_store::sql::SqlDb;
+use feige_store::sqlite_timeline::SqliteTimeline;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How the bus reaches the push side.
+enum BusKind {
+    Memory(Arc<MemoryBus>),
+    Kafka(KafkaSettings),
+}
+
+/// Connected backends.
+pub struct Backends {
+    pub ports: Ports,
+    bus: BusKind,
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once("://").map(|(s, _)| s).unwrap_or("")
+}
+
+fn unsupported(var: &str, url: &str, expected: &str) -> Error {
+    Error::bad_request("unsupported_backend", format!("{var}={url}: expected {expected}"))
+}
+
+/// The Kafka settings of a config: the bus URL plus `FEIGE_KAFKA_TOPIC`/`FEIGE_KAFKA_GROUP`.
+pub fn kafka_settings(config: &Config) -> Result<KafkaSettings> {
+    let mut settings = KafkaSettings::parse(&config.bus_url)?;
+    if let Some(t) = &config.kafka_topic {
+        settings.topic = t.clone();
+    }
+    if let Some(g) = &config.kafka_group {
+        settings.group = g.clone();
+    }
+    Ok(settings)
+}
+
+/// Connects every backend named in the config (running migrations, creating indexes and
+/// topics where missing).
+pub async fn connect(config: &Config) -> Result<Backends> {
+    let mut probes: Vec<(&'static str, Arc<dyn Probe>)> = Vec::new();
+
+    let db = match scheme(&config.db_url) {
+        "sqlite" | "mysql" => Arc::new(SqlDb::connect(&config.db_url).await?),
+        _ => return Err(unsupported("FEIGE_DB_URL", &config.db_url, "sqlite:// or mysql://")),
+    };
+    probes.push(("db", db.clone()));
+
+    let timeline: Arc<dyn TimelineStore> = match scheme(&config.timeline_url) {
+        "sqlite" => {
+            let t = Arc::new(SqliteTimeline::connect(&config.timeline_url).await?);
+            probes.push(("timeline", t.clone()));
+            t
+        }
+        "mongodb" | "mongodb+srv" => {
+            let retention = Duration::from_secs(config.timeline_retention_days.max(1) * 24 * 3600);
+            let t = Arc::new(MongoTimeline::connect_with_retention(&config.timeline_url, retention).await?);
+            probes.push(("timeline", t.clone()));
+            t
+        }
+        _ => return Err(unsupported("FEIGE_TIMELINE_URL", &config.timeline_url, "sqlite:// or mongodb://")),
+    };
+
+    let (seqs, revocations, limiter): (Arc<dyn SeqAllocator>, Arc<dyn Revocations>, Arc<dyn RateLimiter>) =
+        match scheme(&config.cache_url) {
+            "memory" => {
+                let c = Arc::new(MemoryCache::default());
+                probes.push(("cache", c.clone()));
+                (c.clone(), c.clone(), c)
+            }
+            "redis" | "rediss" => {
+                let c = Arc::new(RedisCache::connect_with_prefix(&config.cache_url, &config.cache_prefix).await?);
+                probes.push(("cache", c.clone()));
+                (c.clone(), c.clone(), c)
+            }
+            _ => return Err(unsupported("FEIGE_CACHE_URL", &config.cache_url, "memory:// or redis://")),
+        };
+
+    let (bus, kind): (Arc<dyn EventBus>, BusKind) = match scheme(&config.bus_url) {
+        "memory" => {
+            let b = Arc::new(MemoryBus::default());
+            probes.push(("bus", b.clone()));
+            (b.clone(), BusKind::Memory(b))
+        }
+        "kafka" => {
+            let settings = kafka_settings(config)?;
+            let b = Arc::new(KafkaBus::connect(&settings).await?);
+            probes.push(("bus", b.clone()));
+            (b, BusKind::Kafka(settings))
+        }
+        _ => return Err(unsupported("FEIGE_BUS_URL", &config.bus_url, "memory:// or kafka://")),
+    };
+
+    Ok(Backends {
+        ports: Ports {
+            users: db.clone(),
+            sessions: db.clone(),
+            chat: db.clone(),
+            groups: db,
+            timeline,
+            seqs,
+            revocations,
+            limiter,
+            bus,
+            probes,
+        },
+        bus: kind,
+    })
+}
+
+/// Builds the application: connects the backends, loads the token key, warms the revocation
+/// cache.
+pub async fn build(config: Config) -> Result<(Feige, Backends)> {
+    let backends = connect(&config).await?;
+    let secret = feige_store::token_secret(&config)?;
+    let feige = Feige::new(backends.ports.clone(), config, &secret);
+    feige.restore_revocations().await?;
+    Ok((feige, backends))
+}
+
+/// Makes pushes published on the bus reach `sink` (this process's socket hub): attaches it to
+/// the in-process bus, or starts a Kafka consumer that feeds it, waiting until the consumer
+/// owns partitions so that nothing published after this returns is missed.
+pub async fn deliver_pushes_to(
+    backends: &Backends,
+    sink: Arc<dyn PushSink>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    match &backends.bus {
+        BusKind::Memory(bus) => bus.attach(sink),
+        BusKind::Kafka(settings) => {
+            let consumer = KafkaConsumer::start(settings, sink, shutdown).await?;
+            if !consumer.wait_assigned(Duration::from_secs(60)).await {
+                return Err(Error::unavailable("bus", "the Kafka consumer got no partitions within 60 s"));
+            }
+            tokio::spawn(consumer.join());
+        }
+    }
+    Ok(())
+}

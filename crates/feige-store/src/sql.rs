@@ -1,0 +1,619 @@
+//! Users, sessions, conversations and history in SQL: SQLite (`sqlite://path`, the embedded
+//! profile) or MySQL/MariaDB (`mysql://user:pass@host:port/db`), one implementation over
+//! sqlx's `Any` driver. Every statement is written in the SQL both dialects share; the schemas
+//! differ only in types (`migrations/sqlite`, `migrations/mysql`).
+//!
+//! On SQLite all writes go through one connection (SQLite has one writer anyway; this keeps
+//! `SQLITE_BUSY` away) and reads through a small pool, in WAL mode. On MySQL one pool serves
+//! both; the row lock that `UPDATE conversations … last_seq + 1` takes orders concurrent
+//! sends to one conversation.
+
+use crate::{is_unique_violation, sql_err};
+use async_trait::async_trait;
+use feige_core::ids::{ConversationId, GroupId, UserId};
+use feige_core::model::{ConversationSummary, Membership, Message, NewSession, ReadOutcome, RotateOutcome, Seq, User};
+use feige_core::ports::{Appended, ChatStore, NewMessage, Probe, SessionStore, UserStore};
+use feige_core::{Error, Result};
+use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Executor, Row};
+use std::time::Duration;
+
+const DB: &str = "db";
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// The relational store.
+pub struct SqlDb {
+    pub(crate) writer: AnyPool,
+    pub(crate) readers: AnyPool,
+}
+
+/// Creates the database named in a MySQL URL if it does not exist yet.
+async fn ensure_mysql_database(url: &str) -> Result<()> {
+    let (server, rest) = match url.strip_prefix("mysql://").and_then(|r| r.split_once('/')) {
+        Some((auth_host, rest)) => (format!("mysql://{auth_host}"), rest),
+        None => return Ok(()),
+    };
+    let name = rest.split('?').next().unwrap_or_default();
+    if name.is_empty() {
+        return Err(Error::bad_request(
+            "unsupported_backend",
+            "FEIGE_DB_URL: name a database, e.g. mysql://root@127.0.0.1:3306/feige",
+        ));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(Error::bad_request(
+            "unsupported_backend",
+            "FEIGE_DB_URL: database names are letters, digits and '_'",
+        ));
+    }
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&server)
+        .await
+        .map_err(sql_err(DB))?;
+    pool.execute(format!("CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4").as_str())
+        .await
+        .map_err(sql_err(DB))?;
+    pool.close().await;
+    Ok(())
+}
+
+impl SqlDb {
+    /// Connects to `sqlite://path` (created if missing) or `mysql://…/db` (database created if
+    /// missing) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::unavailable(DB, format!("{}: {e}", dir.display())))?;
+            }
+            let writer = AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(sqlite_pragmas)
+                .connect(&format!("sqlite://{path}?mode=rwc"))
+                .await
+                .map_err(sql_err(DB))?;
+            SQLITE_MIGRATIONS.run(&writer).await.map_err(|e| Error::internal(format!("db migrations: {e}")))?;
+            let readers = AnyPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(sqlite_pragmas)
+                .connect(&format!("sqlite://{path}?mode=ro"))
+                .await
+                .map_err(sql_err(DB))?;
+            Ok(SqlDb { writer, readers })
+        } else if url.starts_with("mysql://") {
+            ensure_mysql_database(url).await?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(32)
+                .acquire_timeout(Duration::from_secs(5))
+                .after_connect(mysql_session)
+                .connect(url)
+                .await
+                .map_err(sql_err(DB))?;
+            MYSQL_MIGRATIONS.run(&pool).await.map_err(|e| Error::internal(format!("db migrations: {e}")))?;
+            Ok(SqlDb { writer: pool.clone(), readers: pool })
+        } else {
+            Err(Error::bad_request(
+                "unsupported_backend",
+                format!("FEIGE_DB_URL={url}: expected sqlite:// or mysql://"),
+            ))
+        }
+    }
+}
+
+type BoxFuture<'c> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+
+/// READ COMMITTED: every invariant here rests on row locks taken by UPDATEs or on unique keys,
+/// never on gap locks, which under REPEATABLE READ only add deadlocks between unrelated rows.
+fn mysql_session<'c>(conn: &'c mut sqlx::AnyConnection, _: sqlx::pool::PoolConnectionMetadata) -> BoxFuture<'c> {
+    Box::pin(async move {
+        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+        Ok(())
+    })
+}
+
+/// WAL, relaxed fsync (safe with WAL), a busy timeout and foreign keys on every connection.
+fn sqlite_pragmas<'c>(conn: &'c mut sqlx::AnyConnection, _: sqlx::pool::PoolConnectionMetadata) -> BoxFuture<'c> {
+    Box::pin(async move {
+        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")
+            .await?;
+        Ok(())
+    })
+}
+
+const MESSAGE_COLS: &str =
+    "msg_id, conversation_id, conv_seq, sender_id, client_msg_id, type, body, created_at, recalled_at";
+
+/// A text column that MySQL may report as a BLOB through sqlx's `Any` driver (MEDIUMTEXT does):
+/// read it as text, or as UTF-8 bytes.
+fn text_col(row: &AnyRow, name: &str) -> Result<String> {
+    match row.try_get::<String, _>(name) {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            let bytes: Vec<u8> = row.try_get(name).map_err(|e| Error::internal(format!("db row: {e}")))?;
+            String::from_utf8(bytes).map_err(|e| Error::internal(format!("db row {name}: {e}")))
+        }
+    }
+}
+
+/// `?, ?, …` for an IN list or a multi-row VALUES.
+pub(crate) fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn message_from(row: &AnyRow) -> Result<Message> {
+    let get = |e: sqlx::Error| Error::internal(format!("db row: {e}"));
+    let conv: String = row.try_get("conversation_id").map_err(get)?;
+    let body = text_col(row, "body")?;
+    let recalled_at: Option<i64> = row.try_get("recalled_at").map_err(get)?;
+    Ok(Message {
+        msg_id: row.try_get("msg_id").map_err(get)?,
+        conversation_id: ConversationId::parse(&conv)
+            .map_err(|_| Error::internal(format!("stored conversation id {conv:?}")))?,
+        conv_seq: row.try_get::<i64, _>("conv_seq").map_err(get)? as Seq,
+        sender_id: UserId(row.try_get("sender_id").map_err(get)?),
+        client_msg_id: row.try_get("client_msg_id").map_err(get)?,
+        kind: row.try_get("type").map_err(get)?,
+        body: if recalled_at.is_some() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&body).map_err(Error::internal)?
+        },
+        created_at: row.try_get("created_at").map_err(get)?,
+        recalled: recalled_at.is_some(),
+    })
+}
+
+#[async_trait]
+impl UserStore for SqlDb {
+    async fn create_user(&self, username: &str, nickname: &str, password_hash: &str, now: i64) -> Result<User> {
+        let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
+        let res = sqlx::query("INSERT INTO users (username, nickname, password_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(username)
+            .bind(nickname)
+            .bind(password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::conflict("username_taken", "that username is taken"));
+            }
+            Err(e) => return Err(sql_err(DB)(e)),
+        }
+        // Read the id back by the unique name: portable across SQLite and MySQL through `Any`.
+        let (id,): (i64,) = sqlx::query_as("SELECT id FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql_err(DB))?;
+        tx.commit().await.map_err(sql_err(DB))?;
+        Ok(User { user_id: UserId(id), username: username.into(), nickname: nickname.into() })
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT id, username, nickname FROM users WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(sql_err(DB))?;
+        Ok(row.map(|(id, username, nickname)| User { user_id: UserId(id), username, nickname }))
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<(User, String)>> {
+        let row: Option<(i64, String, String, String)> =
+            sqlx::query_as("SELECT id, username, nickname, password_hash FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(sql_err(DB))?;
+        Ok(row.map(|(id, username, nickname, hash)| (User { user_id: UserId(id), username, nickname }, hash)))
+    }
+
+    async fn existing(&self, ids: &[UserId]) -> Result<Vec<UserId>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!("SELECT id FROM users WHERE id IN ({})", placeholders(chunk.len()));
+            let mut q = sqlx::query_as::<_, (i64,)>(&sql);
+            for id in chunk {
+                q = q.bind(id.0);
+            }
+            found.extend(q.fetch_all(&self.readers).await.map_err(sql_err(DB))?.into_iter().map(|(id,)| UserId(id)));
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlDb {
+    async fn create_session(&self, s: &NewSession) -> Result<Vec<String>> {
+        let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
+        let replaced: Vec<(String,)> =
+            sqlx::query_as("SELECT sid FROM sessions WHERE user_id = ? AND device_id = ? AND revoked_at IS NULL")
+                .bind(s.user_id.0)
+                .bind(&s.device_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(sql_err(DB))?;
+        // Revoke by primary key, and only when there is something to revoke: a range UPDATE
+        // that matches nothing would still take InnoDB gap locks that deadlock concurrent logins.
+        for (old,) in &replaced {
+            sqlx::query("UPDATE sessions SET revoked_at = ? WHERE sid = ? AND revoked_at IS NULL")
+                .bind(s.created_at)
+                .bind(old)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err(DB))?;
+        }
+        sqlx::query(
+            "INSERT INTO sessions (sid, user_id, device_id, platform, refresh_hash, refresh_expires_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.sid)
+        .bind(s.user_id.0)
+        .bind(&s.device_id)
+        .bind(&s.platform)
+        .bind(&s.refresh_hash)
+        .bind(s.refresh_expires_at)
+        .bind(s.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
+        tx.commit().await.map_err(sql_err(DB))?;
+        Ok(replaced.into_iter().map(|(sid,)| sid).collect())
+    }
+
+    async fn rotate_refresh(
+        &self,
+        sid: &str,
+        old_hash: &str,
+        new_hash: &str,
+        new_expires_at: i64,
+        now: i64,
+    ) -> Result<RotateOutcome> {
+        let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
+        // Compare-and-swap: of two concurrent refreshes with one token, exactly one wins.
+        let swapped = sqlx::query(
+            "UPDATE sessions SET refresh_hash = ?, prev_refresh_hash = ?, refresh_expires_at = ? \
+             WHERE sid = ? AND refresh_hash = ? AND revoked_at IS NULL AND refresh_expires_at > ?",
+        )
+        .bind(new_hash)
+        .bind(old_hash)
+        .bind(new_expires_at)
+        .bind(sid)
+        .bind(old_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
+        let row: Option<(i64, String, Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT user_id, device_id, prev_refresh_hash, revoked_at FROM sessions WHERE sid = ?")
+                .bind(sid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql_err(DB))?;
+        let Some((user_id, device_id, previous, revoked_at)) = row else {
+            return Ok(RotateOutcome::Invalid);
+        };
+        let outcome = if swapped.rows_affected() == 1 {
+            RotateOutcome::Rotated { user_id: UserId(user_id), device_id }
+        } else if revoked_at.is_none() && previous.as_deref() == Some(old_hash) {
+            // The token was good once and has been rotated away: a replay. Kill the session.
+            sqlx::query("UPDATE sessions SET revoked_at = ? WHERE sid = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(sid)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err(DB))?;
+            RotateOutcome::Reused { user_id: UserId(user_id) }
+        } else {
+            RotateOutcome::Invalid
+        };
+        tx.commit().await.map_err(sql_err(DB))?;
+        Ok(outcome)
+    }
+
+    async fn revoke_session(&self, sid: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET revoked_at = ? WHERE sid = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(sid)
+            .execute(&self.writer)
+            .await
+            .map_err(sql_err(DB))?;
+        Ok(())
+    }
+
+    async fn revoked_since(&self, since: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT sid FROM sessions WHERE revoked_at >= ?")
+            .bind(since)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(sql_err(DB))?;
+        Ok(rows.into_iter().map(|(s,)| s).collect())
+    }
+}
+
+#[async_trait]
+impl ChatStore for SqlDb {
+    async fn ensure_direct(&self, conv: ConversationId, now: i64) -> Result<()> {
+        let ConversationId::Direct(a, b) = conv else {
+            return Err(Error::internal("ensure_direct on a group conversation"));
+        };
+        let id = conv.to_string();
+        let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, kind, last_seq, created_at, updated_at) VALUES (?, 'direct', 0, ?, ?)",
+        )
+        .bind(&id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        let created = match inserted {
+            Ok(_) => true,
+            Err(e) if is_unique_violation(&e) => false,
+            Err(e) => return Err(sql_err(DB)(e)),
+        };
+        if created {
+            for (me, peer) in [(a, b), (b, a)] {
+                sqlx::query("INSERT INTO conversation_members (conversation_id, user_id, peer_id) VALUES (?, ?, ?)")
+                    .bind(&id)
+                    .bind(me.0)
+                    .bind(peer.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql_err(DB))?;
+            }
+        }
+        tx.commit().await.map_err(sql_err(DB))
+    }
+
+    async fn find_by_client_id(&self, sender: UserId, client_msg_id: &str) -> Result<Option<Message>> {
+        let row =
+            sqlx::query(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE sender_id = ? AND client_msg_id = ?"))
+                .bind(sender.0)
+                .bind(client_msg_id)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(sql_err(DB))?;
+        row.as_ref().map(message_from).transpose()
+    }
+
+    async fn append_message(&self, m: &NewMessage) -> Result<Appended> {
+        let conv = m.conversation_id.to_string();
+        let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
+        let member: Option<(i64,)> = sqlx::query_as(
+            "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1",
+        )
+        .bind(&conv)
+        .bind(m.sender_id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
+        if member.is_none() {
+            return Err(Error::forbidden("not_member", "you are not a member of this conversation"));
+        }
+        // The UPDATE takes the conversation's row lock: concurrent sends queue here.
+        sqlx::query("UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?")
+            .bind(m.created_at)
+            .bind(&conv)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err(DB))?;
+        let (conv_seq,): (i64,) = sqlx::query_as("SELECT last_seq FROM conversations WHERE id = ?")
+            .bind(&conv)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql_err(DB))?;
+        let inserted = sqlx::query(
+            "INSERT INTO messages (msg_id, conversation_id, conv_seq, sender_id, client_msg_id, type, body, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&m.msg_id)
+        .bind(&conv)
+        .bind(conv_seq)
+        .bind(m.sender_id.0)
+        .bind(&m.client_msg_id)
+        .bind(&m.kind)
+        .bind(m.body.to_string())
+        .bind(m.created_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await.map_err(sql_err(DB))?;
+                return self
+                    .find_by_client_id(m.sender_id, &m.client_msg_id)
+                    .await?
+                    .map(Appended::Existing)
+                    .ok_or_else(|| Error::internal("duplicate message vanished"));
+            }
+            Err(e) => return Err(sql_err(DB)(e)),
+        }
+        sqlx::query(
+            "UPDATE conversation_members SET read_seq = CASE WHEN read_seq < ? THEN ? ELSE read_seq END \
+             WHERE conversation_id = ? AND user_id = ?",
+        )
+        .bind(conv_seq)
+        .bind(conv_seq)
+        .bind(&conv)
+        .bind(m.sender_id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
+        tx.commit().await.map_err(sql_err(DB))?;
+        Ok(Appended::New(Message {
+            msg_id: m.msg_id.clone(),
+            conversation_id: m.conversation_id,
+            conv_seq: conv_seq as Seq,
+            sender_id: m.sender_id,
+            client_msg_id: m.client_msg_id.clone(),
+            kind: m.kind.clone(),
+            body: m.body.clone(),
+            created_at: m.created_at,
+            recalled: false,
+        }))
+    }
+
+    async fn members(&self, conv: ConversationId) -> Result<Vec<UserId>> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND active = 1 ORDER BY user_id",
+        )
+        .bind(conv.to_string())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(sql_err(DB))?;
+        Ok(rows.into_iter().map(|(u,)| UserId(u)).collect())
+    }
+
+    async fn membership(&self, conv: ConversationId, user: UserId) -> Result<Option<Membership>> {
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT m.read_seq, c.last_seq, m.joined_seq FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.conversation_id = ? AND m.user_id = ? AND m.active = 1",
+        )
+        .bind(conv.to_string())
+        .bind(user.0)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(sql_err(DB))?;
+        Ok(row.map(|(r, l, j)| Membership { read_seq: r as Seq, last_seq: l as Seq, joined_seq: j as Seq }))
+    }
+
+    async fn history(&self, conv: ConversationId, after: Seq, before: Option<Seq>, limit: u32) -> Result<Vec<Message>> {
+        let before = before.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE conversation_id = ? AND conv_seq > ? AND conv_seq < ? \
+             ORDER BY conv_seq DESC LIMIT ?"
+        ))
+        .bind(conv.to_string())
+        .bind(after.min(i64::MAX as u64) as i64)
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(sql_err(DB))?;
+        rows.iter().map(message_from).collect()
+    }
+
+    async fn message(&self, msg_id: &str) -> Result<Option<Message>> {
+        let row = sqlx::query(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE msg_id = ?"))
+            .bind(msg_id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(sql_err(DB))?;
+        row.as_ref().map(message_from).transpose()
+    }
+
+    async fn recall(&self, msg_id: &str, now: i64) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE messages SET recalled_at = ?, body = 'null' WHERE msg_id = ? AND recalled_at IS NULL")
+                .bind(now)
+                .bind(msg_id)
+                .execute(&self.writer)
+                .await
+                .map_err(sql_err(DB))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn read_positions(&self, conv: ConversationId) -> Result<Vec<(UserId, Seq)>> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT user_id, read_seq FROM conversation_members WHERE conversation_id = ? AND active = 1 ORDER BY user_id")
+                .bind(conv.to_string())
+                .fetch_all(&self.readers)
+                .await
+                .map_err(sql_err(DB))?;
+        Ok(rows.into_iter().map(|(u, r)| (UserId(u), r as Seq)).collect())
+    }
+
+    async fn conversations(&self, user: UserId) -> Result<Vec<ConversationSummary>> {
+        let rows = sqlx::query(
+            "SELECT c.id AS cid, c.kind AS ckind, c.group_id AS gid, m.peer_id AS peer, c.last_seq AS last, m.read_seq AS rd, \
+                    msg.msg_id, msg.conversation_id, msg.conv_seq, msg.sender_id, msg.client_msg_id, msg.type, msg.body, \
+                    msg.created_at, msg.recalled_at \
+             FROM conversation_members m \
+             JOIN conversations c ON c.id = m.conversation_id \
+             LEFT JOIN messages msg ON msg.conversation_id = c.id AND msg.conv_seq = c.last_seq \
+             WHERE m.user_id = ? AND m.active = 1 \
+             ORDER BY c.updated_at DESC, c.id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(sql_err(DB))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e: sqlx::Error| Error::internal(format!("db row: {e}"));
+                let cid: String = row.try_get("cid").map_err(get)?;
+                let last = row.try_get::<i64, _>("last").map_err(get)? as Seq;
+                let read = row.try_get::<i64, _>("rd").map_err(get)? as Seq;
+                let has_msg = row.try_get::<Option<String>, _>("msg_id").map_err(get)?.is_some();
+                Ok(ConversationSummary {
+                    conversation_id: ConversationId::parse(&cid)
+                        .map_err(|_| Error::internal("stored conversation id"))?,
+                    kind: row.try_get("ckind").map_err(get)?,
+                    peer_id: row.try_get::<Option<i64>, _>("peer").map_err(get)?.map(UserId),
+                    group_id: row.try_get::<Option<i64>, _>("gid").map_err(get)?.map(GroupId),
+                    last_message: if has_msg { Some(message_from(row)?) } else { None },
+                    last_seq: last,
+                    read_seq: read,
+                    unread: last.saturating_sub(read),
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_read(&self, conv: ConversationId, user: UserId, seq: Seq) -> Result<ReadOutcome> {
+        let id = conv.to_string();
+        let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
+        // One conditional UPDATE: concurrent readers (two devices) can only move it forward.
+        let moved = sqlx::query(
+            "UPDATE conversation_members SET read_seq = \
+               CASE WHEN ? < (SELECT c.last_seq FROM conversations c WHERE c.id = ?) THEN ? \
+                    ELSE (SELECT c.last_seq FROM conversations c WHERE c.id = ?) END \
+             WHERE conversation_id = ? AND user_id = ? AND active = 1 AND read_seq < ? \
+               AND read_seq < (SELECT c.last_seq FROM conversations c WHERE c.id = ?)",
+        )
+        .bind(seq.min(i64::MAX as u64) as i64)
+        .bind(&id)
+        .bind(seq.min(i64::MAX as u64) as i64)
+        .bind(&id)
+        .bind(&id)
+        .bind(user.0)
+        .bind(seq.min(i64::MAX as u64) as i64)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT m.read_seq, c.last_seq FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.conversation_id = ? AND m.user_id = ? AND m.active = 1",
+        )
+        .bind(&id)
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
+        tx.commit().await.map_err(sql_err(DB))?;
+        let Some((read, last)) = row else {
+            return Err(Error::forbidden("not_member", "you are not a member of this conversation"));
+        };
+        Ok(ReadOutcome { read_seq: read as Seq, last_seq: last as Seq, advanced: moved.rows_affected() == 1 })
+    }
+}
+
+#[async_trait]
+impl Probe for SqlDb {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(sql_err(DB))?;
+        Ok(())
+    }
+}
