@@ -640,6 +640,68 @@ async fn a_backend_outage_is_a_503_and_the_retry_completes(stack: Stack) {
     assert_eq!(rt.call("GET", "/readyz", None, None).await.0, 200);
 }
 
+/// A stand-in for the MSK API: answers GetBootstrapBrokers with the given plaintext brokers and
+/// counts the (SigV4-signed) requests it saw.
+async fn msk_stub(brokers: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 16 * 1024];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            if req.starts_with("GET /v1/clusters/")
+                && req.contains("/bootstrap-brokers")
+                && req.to_lowercase().contains("authorization: aws4-hmac-sha256")
+            {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let body = json!({"bootstrapBrokerString": brokers}).to_string();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (port, seen)
+}
+
+/// On AWS the bus is MSK, found from the cluster ARN at start: here the MSK API is a local stub
+/// whose answer points at the test broker, and pushes must flow through it.
+async fn msk_discovery_finds_the_brokers(stack: Stack) {
+    let kafka = test_url("FEIGE_TEST_KAFKA_URL", "kafka://127.0.0.1:19092");
+    let (port, seen) = msk_stub(kafka.trim_start_matches("kafka://").to_owned()).await;
+    let stack = stack.with("FEIGE_BUS_URL", String::new());
+    let dir = TempDir::new().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let rt = Runtime::start(
+        dir.path(),
+        &stack,
+        &[
+            (
+                "FEIGE_MSK_CLUSTER_ARN",
+                "arn:aws:kafka:eu-west-1:123456789012:cluster/feige/0e4b5f1c-2c2a-4f4e-9a43-1a2b3c4d5e6f-3",
+            ),
+            ("FEIGE_MSK_AUTH", "plaintext"),
+            ("FEIGE_MSK_ENDPOINT_URL", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the runtime never asked MSK for its brokers");
+    let (_, a) = rt.user("msk-a", "d").await;
+    let (b, tb) = rt.user("msk-b", "d").await;
+    let mut ws = rt.ws(&tb, Some(0), false).await;
+    handshake(&mut ws).await;
+    let sent = rt.send(&a, b, "through-msk").await;
+    assert_eq!(next_event(&mut ws).await.msg_id.as_deref(), sent["msg_id"].as_str());
+}
+
 /// Generates one `#[tokio::test]` per scenario and profile: `embedded::name` and `real::name`.
 macro_rules! both_profiles {
     ($($name:ident),* $(,)?) => {
@@ -674,6 +736,11 @@ both_profiles!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_redis_flush_midway_keeps_sequences_rising() {
     redis_flush_midway_keeps_sequences_rising(Stack::real()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_msk_discovery_finds_the_brokers() {
+    msk_discovery_finds_the_brokers(Stack::real()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

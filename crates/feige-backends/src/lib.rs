@@ -5,7 +5,7 @@
 //! | users, sessions, conversations, history (`FEIGE_DB_URL`) | `sqlite://` | `mysql://` |
 //! | timelines (`FEIGE_TIMELINE_URL`) | `sqlite://` | `mongodb://` |
 //! | sequences, revocation, rate limits (`FEIGE_CACHE_URL`) | `memory://` | `redis://` |
-//! | push events (`FEIGE_BUS_URL`) | `memory://` | `kafka://` |
+//! | push events (`FEIGE_BUS_URL`) | `memory://` | `kafka://`, or MSK found from `FEIGE_MSK_CLUSTER_ARN` |
 //!
 //! This crate is the one place that links every driver; libraries and their tests depend only
 //! on the adapters they use.
@@ -42,9 +42,23 @@ fn unsupported(var: &str, url: &str, expected: &str) -> Error {
     Error::bad_request("unsupported_backend", format!("{var}={url}: expected {expected}"))
 }
 
-/// The Kafka settings of a config: the bus URL plus `FEIGE_KAFKA_TOPIC`/`FEIGE_KAFKA_GROUP`.
-pub fn kafka_settings(config: &Config) -> Result<KafkaSettings> {
-    let mut settings = KafkaSettings::parse(&config.bus_url)?;
+/// The Kafka settings of a config: the bus URL — or, with `FEIGE_MSK_CLUSTER_ARN`, the
+/// brokers MSK reports for `FEIGE_MSK_AUTH` plus the client settings that mode needs — and
+/// `FEIGE_KAFKA_TOPIC`/`FEIGE_KAFKA_GROUP`.
+pub async fn kafka_settings(config: &Config) -> Result<KafkaSettings> {
+    let mut settings = match &config.msk_cluster_arn {
+        Some(arn) => {
+            let auth = feige_msk::MskAuth::parse(&config.msk_auth)?;
+            let brokers = feige_msk::bootstrap_brokers(arn, auth, config.msk_endpoint_url.as_deref()).await?;
+            tracing::info!(%arn, %auth, %brokers, "MSK bootstrap brokers discovered");
+            let mut s = KafkaSettings::parse(&feige_msk::bus_url(&brokers))?;
+            let mut extra = feige_msk::librdkafka_settings(auth);
+            extra.append(&mut s.extra);
+            s.extra = extra;
+            s
+        }
+        None => KafkaSettings::parse(&config.bus_url)?,
+    };
     if let Some(t) = &config.kafka_topic {
         settings.topic = t.clone();
     }
@@ -95,14 +109,15 @@ pub async fn connect(config: &Config) -> Result<Backends> {
             _ => return Err(unsupported("FEIGE_CACHE_URL", &config.cache_url, "memory:// or redis://")),
         };
 
-    let (bus, kind): (Arc<dyn EventBus>, BusKind) = match scheme(&config.bus_url) {
+    let bus_scheme = if config.msk_cluster_arn.is_some() { "kafka" } else { scheme(&config.bus_url) };
+    let (bus, kind): (Arc<dyn EventBus>, BusKind) = match bus_scheme {
         "memory" => {
             let b = Arc::new(MemoryBus::default());
             probes.push(("bus", b.clone()));
             (b.clone(), BusKind::Memory(b))
         }
         "kafka" => {
-            let settings = kafka_settings(config)?;
+            let settings = kafka_settings(config).await?;
             let b = Arc::new(KafkaBus::connect(&settings).await?);
             probes.push(("bus", b.clone()));
             (b, BusKind::Kafka(settings))

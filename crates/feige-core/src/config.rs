@@ -24,6 +24,13 @@ pub struct Config {
     pub kafka_topic: Option<String>,
     /// `FEIGE_KAFKA_GROUP`: consumer group of the push side (overrides `?group=`).
     pub kafka_group: Option<String>,
+    /// `FEIGE_MSK_CLUSTER_ARN`: on AWS, find the Kafka bootstrap brokers from this MSK cluster
+    /// at start (instead of `FEIGE_BUS_URL`).
+    pub msk_cluster_arn: Option<String>,
+    /// `FEIGE_MSK_AUTH`: `plaintext`, `tls` (default) or `iam`.
+    pub msk_auth: String,
+    /// `FEIGE_MSK_ENDPOINT_URL`: override of the MSK API endpoint (tests, VPC endpoints).
+    pub msk_endpoint_url: Option<String>,
     /// `FEIGE_TIMELINE_RETENTION_DAYS`: how long timeline entries are kept (offline messages);
     /// history stays in the database.
     pub timeline_retention_days: u64,
@@ -91,6 +98,9 @@ impl Config {
             kafka_topic: get("FEIGE_KAFKA_TOPIC"),
             kafka_group: get("FEIGE_KAFKA_GROUP"),
             timeline_retention_days: num(&get, "FEIGE_TIMELINE_RETENTION_DAYS", 30)?,
+            msk_cluster_arn: get("FEIGE_MSK_CLUSTER_ARN"),
+            msk_auth: get("FEIGE_MSK_AUTH").unwrap_or_else(|| "tls".into()),
+            msk_endpoint_url: get("FEIGE_MSK_ENDPOINT_URL"),
             role,
             node_id: get("FEIGE_NODE_ID").or_else(|| get("HOSTNAME")).unwrap_or_else(|| "node-1".into()),
             token_secret: get("FEIGE_TOKEN_SECRET"),
