@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         feige_backends::deliver_pushes_to(&backends, hub.clone() as Arc<dyn PushSink>, shutdown.clone())
             .await
             .context("connecting the push side to the bus")?;
+        feige_push::presence::spawn_heartbeat(feige.clone(), hub.clone(), shutdown.clone());
         router = router.merge(feige_push::router(PushContext { hub, shutdown: shutdown.clone() }));
     }
     let app = feige_api::finish(router, feige);

@@ -103,6 +103,7 @@ impl Runtime {
     fn start(dir: &std::path::Path, stack: &Stack, env: &[(&str, &str)]) -> Runtime {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_local-runtime"));
         cmd.env("FEIGE_LISTEN", "127.0.0.1:0")
+            .env("FEIGE_NODE_ID", "e2e-node")
             .env("FEIGE_DATA_DIR", dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -270,6 +271,21 @@ async fn chat_end_to_end_over_http_and_websocket(stack: Stack) {
     let mut laptop = rt.ws(&a_laptop, Some(0), true).await;
     assert!(handshake(&mut bob).await.is_empty());
     assert!(handshake(&mut laptop).await.is_empty());
+    if let Some(prefix) = stack.get("FEIGE_CACHE_PREFIX") {
+        // The presence registry in Redis knows which node holds bob's socket.
+        let out = Command::new("redis-cli")
+            .args([
+                "-u",
+                &test_url("FEIGE_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+                "ZRANGE",
+                &format!("{prefix}presence:{b}"),
+                "0",
+                "-1",
+            ])
+            .output()
+            .expect("redis-cli");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "e2e-node", "presence of bob: {out:?}");
+    }
 
     let mut sent = Vec::new();
     for i in 0..5 {

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     feige_backends::deliver_pushes_to(&backends, hub.clone() as Arc<dyn PushSink>, shutdown.clone())
         .await
         .context("connecting to the bus")?;
+    feige_push::presence::spawn_heartbeat(feige.clone(), hub.clone(), shutdown.clone());
     let router: Router<feige_core::Feige> =
         feige_push::router(PushContext { hub, shutdown: shutdown.clone() }).merge(feige_api::health::router());
     let app = feige_api::finish(router, feige);

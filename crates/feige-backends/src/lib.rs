@@ -10,7 +10,9 @@
 //! This crate is the one place that links every driver; libraries and their tests depend only
 //! on the adapters they use.
 
-use feige_core::ports::{EventBus, Ports, Probe, PushSink, RateLimiter, Revocations, SeqAllocator, TimelineStore};
+use feige_core::ports::{
+    EventBus, Ports, Presence, Probe, PushSink, RateLimiter, Revocations, SeqAllocator, TimelineStore,
+};
 use feige_core::{Config, Error, Feige, Result};
 use feige_kafka::{KafkaBus, KafkaConsumer, KafkaSettings};
 use feige_mongo::MongoTimeline;
@@ -94,20 +96,25 @@ pub async fn connect(config: &Config) -> Result<Backends> {
         _ => return Err(unsupported("FEIGE_TIMELINE_URL", &config.timeline_url, "sqlite:// or mongodb://")),
     };
 
-    let (seqs, revocations, limiter): (Arc<dyn SeqAllocator>, Arc<dyn Revocations>, Arc<dyn RateLimiter>) =
-        match scheme(&config.cache_url) {
-            "memory" => {
-                let c = Arc::new(MemoryCache::default());
-                probes.push(("cache", c.clone()));
-                (c.clone(), c.clone(), c)
-            }
-            "redis" | "rediss" => {
-                let c = Arc::new(RedisCache::connect_with_prefix(&config.cache_url, &config.cache_prefix).await?);
-                probes.push(("cache", c.clone()));
-                (c.clone(), c.clone(), c)
-            }
-            _ => return Err(unsupported("FEIGE_CACHE_URL", &config.cache_url, "memory:// or redis://")),
-        };
+    #[allow(clippy::type_complexity)]
+    let (seqs, revocations, limiter, presence): (
+        Arc<dyn SeqAllocator>,
+        Arc<dyn Revocations>,
+        Arc<dyn RateLimiter>,
+        Arc<dyn Presence>,
+    ) = match scheme(&config.cache_url) {
+        "memory" => {
+            let c = Arc::new(MemoryCache::default());
+            probes.push(("cache", c.clone()));
+            (c.clone(), c.clone(), c.clone(), c)
+        }
+        "redis" | "rediss" => {
+            let c = Arc::new(RedisCache::connect_with_prefix(&config.cache_url, &config.cache_prefix).await?);
+            probes.push(("cache", c.clone()));
+            (c.clone(), c.clone(), c.clone(), c)
+        }
+        _ => return Err(unsupported("FEIGE_CACHE_URL", &config.cache_url, "memory:// or redis://")),
+    };
 
     let bus_scheme = if config.msk_cluster_arn.is_some() { "kafka" } else { scheme(&config.bus_url) };
     let (bus, kind): (Arc<dyn EventBus>, BusKind) = match bus_scheme {
@@ -135,6 +142,7 @@ pub async fn connect(config: &Config) -> Result<Backends> {
             seqs,
             revocations,
             limiter,
+            presence,
             bus,
             probes,
         },

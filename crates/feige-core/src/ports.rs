@@ -214,6 +214,18 @@ pub trait RateLimiter: Send + Sync {
     async fn hit(&self, key: &str, limit: u32, window_secs: u64) -> Result<()>;
 }
 
+/// Where users are connected: user → the push nodes holding their sockets, each entry with a
+/// TTL that the node's heartbeat refreshes (so a node that dies drops out by itself).
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// Records that these users have sockets on `node`, for `ttl_secs`.
+    async fn set_online(&self, node: &str, users: &[UserId], ttl_secs: u64) -> Result<()>;
+    /// Records that `user` has no more sockets on `node`.
+    async fn set_offline(&self, node: &str, user: UserId) -> Result<()>;
+    /// For each user, the nodes holding their sockets (expired entries left out).
+    async fn nodes_of(&self, users: &[UserId]) -> Result<Vec<Vec<String>>>;
+}
+
 /// The push event bus (Kafka / in-process).
 #[async_trait]
 pub trait EventBus: Send + Sync {
@@ -245,6 +257,7 @@ pub struct Ports {
     pub seqs: Arc<dyn SeqAllocator>,
     pub revocations: Arc<dyn Revocations>,
     pub limiter: Arc<dyn RateLimiter>,
+    pub presence: Arc<dyn Presence>,
     pub bus: Arc<dyn EventBus>,
     /// Named readiness probes, one per backend.
     pub probes: Vec<(&'static str, Arc<dyn Probe>)>,

@@ -48,7 +48,7 @@ impl Hub {
         Hub { users: Mutex::default(), next_id: AtomicU64::new(1), queue_len: queue_len.max(1) }
     }
 
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Slot>>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Slot>>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -57,14 +57,14 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, rx) = mpsc::channel(self.queue_len);
         let (control, control_rx) = watch::channel(Close::Open);
-        self.users().entry(user).or_default().push(Slot { id, sid: sid.to_owned(), queue, control });
+        self.slots().entry(user).or_default().push(Slot { id, sid: sid.to_owned(), queue, control });
         metrics::gauge!("feige_ws_connections").increment(1.0);
         Registration { id, queue: rx, control: control_rx }
     }
 
     /// Removes a socket (idempotent).
     pub fn unregister(&self, user: UserId, id: u64) {
-        let mut users = self.users();
+        let mut users = self.slots();
         if let Some(slots) = users.get_mut(&user) {
             let before = slots.len();
             slots.retain(|s| s.id != id);
@@ -79,12 +79,17 @@ impl Hub {
 
     /// Number of sockets open for a user.
     pub fn sockets_of(&self, user: UserId) -> usize {
-        self.users().get(&user).map_or(0, Vec::len)
+        self.slots().get(&user).map_or(0, Vec::len)
+    }
+
+    /// The users with at least one socket here.
+    pub fn users(&self) -> Vec<UserId> {
+        self.slots().keys().copied().collect()
     }
 
     /// Total sockets open.
     pub fn len(&self) -> usize {
-        self.users().values().map(Vec::len).sum()
+        self.slots().values().map(Vec::len).sum()
     }
 
     /// Whether no socket is open.
@@ -95,7 +100,7 @@ impl Hub {
 
 impl PushSink for Hub {
     fn deliver(&self, pushes: &[Push]) {
-        let mut users = self.users();
+        let mut users = self.slots();
         for push in pushes {
             let Some(slots) = users.get_mut(&push.user_id()) else {
                 continue;

@@ -3,6 +3,7 @@
 
 pub mod frames;
 pub mod hub;
+pub mod presence;
 pub mod session;
 
 use axum::routing::get;

@@ -100,9 +100,11 @@ async fn run(ws: WebSocket, feige: Feige, ctx: PushContext, who: Identity, since
     // Register before reading the timeline, so nothing written meanwhile can slip between
     // the replay and the live stream; duplicates are dropped by seq below.
     let mut reg = ctx.hub.register(who.user_id, &who.sid);
+    crate::presence::online(&feige, who.user_id).await;
     let mut sock = Socket { ws };
     let end = session_loop(&mut sock, &feige, &ctx, &who, since, &mut reg).await;
     ctx.hub.unregister(who.user_id, reg.id);
+    crate::presence::offline_if_gone(&feige, &ctx.hub, who.user_id).await;
     match end {
         Ok(Some((code, reason))) => sock.close(code, reason).await,
         Ok(None) => {}

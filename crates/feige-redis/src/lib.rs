@@ -1,5 +1,5 @@
-//! Feige's cache on Redis: per-user sequence allocation, session revocation and rate-limit
-//! windows, through one multiplexed connection (`ConnectionManager` reconnects by itself).
+//! Feige's cache on Redis: per-user sequence allocation, session revocation, rate-limit
+//! windows and presence (user → push nodes), through one multiplexed connection (`ConnectionManager` reconnects by itself).
 //!
 //! Every key lives under a prefix (default `feige:`), so several deployments or tests can share
 //! one Redis. Nothing here is the source of truth:
@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 use feige_core::ids::UserId;
 use feige_core::model::Seq;
-use feige_core::ports::{Probe, RateLimiter, Revocation, Revocations, SeqAllocator};
+use feige_core::ports::{Presence, Probe, RateLimiter, Revocation, Revocations, SeqAllocator};
 use feige_core::{Error, Result};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
@@ -179,6 +179,57 @@ impl RateLimiter for RedisCache {
             return Err(Error::RateLimited { retry_after_secs: ttl.max(1) as u64 });
         }
         Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    feige_core::now_ms()
+}
+
+/// Presence: one sorted set per user (`presence:<user>`), member = node id, score = the time the
+/// entry expires (ms). Expired members are ignored on read and pruned on write; the key itself
+/// expires with its newest member.
+#[async_trait]
+impl Presence for RedisCache {
+    async fn set_online(&self, node: &str, users: &[UserId], ttl_secs: u64) -> Result<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let ttl_ms = ttl_secs.max(1) * 1000;
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        for u in users {
+            let key = self.key(&format!("presence:{u}"));
+            pipe.zadd(&key, node, now + ttl_ms as i64).ignore();
+            pipe.zrembyscore(&key, "-inf", now).ignore();
+            pipe.pexpire(&key, ttl_ms as i64).ignore();
+        }
+        let mut conn = self.conn.clone();
+        let _: () = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_offline(&self, node: &str, user: UserId) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.zrem(self.key(&format!("presence:{user}")), node).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn nodes_of(&self, users: &[UserId]) -> Result<Vec<Vec<String>>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        for u in users {
+            pipe.zrangebyscore(self.key(&format!("presence:{u}")), format!("({now}"), "+inf");
+        }
+        let mut conn = self.conn.clone();
+        let mut out: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        for nodes in &mut out {
+            nodes.sort();
+        }
+        Ok(out)
     }
 }
 

@@ -36,6 +36,11 @@ async fn redis_rate_limiter() {
 }
 
 #[tokio::test]
+async fn redis_presence() {
+    contract::presence(cache().await).await;
+}
+
+#[tokio::test]
 async fn a_flushed_counter_reads_as_cold() {
     use feige_core::ports::SeqAllocator;
     let prefix = format!("{}:", contract::unique("feige-flush-"));

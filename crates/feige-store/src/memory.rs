@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use feige_core::ids::UserId;
 use feige_core::model::{Push, Seq};
-use feige_core::ports::{EventBus, Probe, PushSink, RateLimiter, Revocation, Revocations, SeqAllocator};
+use feige_core::ports::{EventBus, Presence, Probe, PushSink, RateLimiter, Revocation, Revocations, SeqAllocator};
 use feige_core::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,7 @@ pub struct MemoryCache {
     /// Set once the revocations were re-seeded from the session table.
     warm: AtomicBool,
     windows: Mutex<HashMap<String, (u64, u32)>>,
+    presence: Mutex<HashMap<UserId, HashMap<String, Instant>>>,
 }
 
 #[async_trait]
@@ -112,6 +113,45 @@ impl RateLimiter for MemoryCache {
         }
         slot.1 += 1;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryCache {
+    async fn set_online(&self, node: &str, users: &[UserId], ttl_secs: u64) -> Result<()> {
+        let until = Instant::now() + Duration::from_secs(ttl_secs);
+        let mut presence = lock(&self.presence);
+        for u in users {
+            presence.entry(*u).or_default().insert(node.to_owned(), until);
+        }
+        Ok(())
+    }
+
+    async fn set_offline(&self, node: &str, user: UserId) -> Result<()> {
+        let mut presence = lock(&self.presence);
+        if let Some(nodes) = presence.get_mut(&user) {
+            nodes.remove(node);
+            if nodes.is_empty() {
+                presence.remove(&user);
+            }
+        }
+        Ok(())
+    }
+
+    async fn nodes_of(&self, users: &[UserId]) -> Result<Vec<Vec<String>>> {
+        let now = Instant::now();
+        let presence = lock(&self.presence);
+        Ok(users
+            .iter()
+            .map(|u| {
+                let mut nodes: Vec<String> = presence
+                    .get(u)
+                    .map(|n| n.iter().filter(|(_, until)| **until > now).map(|(n, _)| n.clone()).collect())
+                    .unwrap_or_default();
+                nodes.sort();
+                nodes
+            })
+            .collect())
     }
 }
 

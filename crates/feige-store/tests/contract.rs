@@ -149,6 +149,11 @@ async fn memory_revocations() {
 }
 
 #[tokio::test]
+async fn memory_presence() {
+    contract::presence(Arc::new(MemoryCache::default())).await;
+}
+
+#[tokio::test]
 async fn memory_rate_limiter() {
     contract::rate_limiter(Arc::new(MemoryCache::default())).await;
 }

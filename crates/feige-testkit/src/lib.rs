@@ -474,3 +474,23 @@ pub async fn recall(users: Arc<dyn UserStore>, chat: Arc<dyn ChatStore>) {
     assert!(chat.message("no-such-id").await.unwrap().is_none());
     assert_eq!(users.existing(&[a, b, UserId(a.0 + 10_000_000)]).await.unwrap().len(), 2);
 }
+
+/// `Presence`: users online on nodes, batch look-ups, going offline, expiry.
+pub async fn presence(p: Arc<dyn Presence>) {
+    let (a, b, c) = (fresh_user(), UserId(fresh_user().0 + 11), UserId(fresh_user().0 + 12));
+    assert_eq!(p.nodes_of(&[a, b]).await.unwrap(), vec![Vec::<String>::new(), vec![]]);
+    p.set_online("node-1", &[a, b], 30).await.unwrap();
+    p.set_online("node-2", &[a], 30).await.unwrap();
+    assert_eq!(
+        p.nodes_of(&[a, b, c]).await.unwrap(),
+        vec![vec!["node-1".to_owned(), "node-2".to_owned()], vec!["node-1".to_owned()], vec![]]
+    );
+    p.set_offline("node-1", a).await.unwrap();
+    assert_eq!(p.nodes_of(&[a]).await.unwrap(), vec![vec!["node-2".to_owned()]]);
+    // A node that stops refreshing drops out by itself.
+    p.set_online("node-3", &[c], 1).await.unwrap();
+    assert_eq!(p.nodes_of(&[c]).await.unwrap(), vec![vec!["node-3".to_owned()]]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(p.nodes_of(&[c]).await.unwrap(), vec![Vec::<String>::new()]);
+    assert!(p.nodes_of(&[]).await.unwrap().is_empty());
+}
