@@ -1,4 +1,5 @@
-//! Groups, recall and read positions through the router in-process (embedded backends): every
+//! Groups, recall and read positions through the router in-process, on SQLite and on MySQL
+//! (`FEIGE_TEST_MYSQL_URL`, a fresh database per test): every
 //! permission rule both ways, the 500-member limit (also under concurrent invitations), the
 //! events each member sees, history from the join on, the recall window.
 
@@ -7,7 +8,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{App, app, app_with, code, kinds};
+use common::{App, Db, app_on, code, kinds};
 use serde_json::{Value, json};
 
 /// A group of the owner and members; returns (group_id, conversation_id).
@@ -27,9 +28,8 @@ async fn group_send(app: &App, token: &str, gid: i64, cmid: &str) -> common::Res
     .await
 }
 
-#[tokio::test]
-async fn create_list_info_and_the_events_every_member_sees() {
-    let app = app().await;
+async fn create_list_info_and_the_events_every_member_sees(db: Db) {
+    let app = app_on(db, &[]).await;
     let (o, to, _) = app.user("owner").await;
     let (a, ta, _) = app.user("amy").await;
     let (b, _, _) = app.user("ben").await;
@@ -91,9 +91,8 @@ async fn create_list_info_and_the_events_every_member_sees() {
     assert!(c.get("peer_id").is_none());
 }
 
-#[tokio::test]
-async fn every_permission_rule_both_ways() {
-    let app = app().await;
+async fn every_permission_rule_both_ways(db: Db) {
+    let app = app_on(db, &[]).await;
     let (_, to, _) = app.user("boss").await;
     let (a, ta, _) = app.user("adminx").await;
     let (m, tm, _) = app.user("memb").await;
@@ -172,9 +171,8 @@ async fn every_permission_rule_both_ways() {
     }
 }
 
-#[tokio::test]
-async fn leavers_stop_receiving_and_joiners_read_from_their_join_on() {
-    let app = app().await;
+async fn leavers_stop_receiving_and_joiners_read_from_their_join_on(db: Db) {
+    let app = app_on(db, &[]).await;
     let (_, to, _) = app.user("own1").await;
     let (a, ta, _) = app.user("amb1").await;
     let (l, tl, _) = app.user("late1").await;
@@ -219,9 +217,8 @@ async fn leavers_stop_receiving_and_joiners_read_from_their_join_on() {
     assert_eq!(bodies, vec!["welcome-back"]);
 }
 
-#[tokio::test]
-async fn five_hundred_members_and_no_more_even_concurrently() {
-    let app = std::sync::Arc::new(app().await);
+async fn five_hundred_members_and_no_more_even_concurrently(db: Db) {
+    let app = std::sync::Arc::new(app_on(db, &[]).await);
     let (_, to, _) = app.user("bigboss").await;
     let others = app.bulk_users("m", 503).await;
     // 1 owner + 500 others is one too many.
@@ -257,9 +254,8 @@ async fn five_hundred_members_and_no_more_even_concurrently() {
     assert!(page.iter().any(|e| e.event.as_ref().and_then(|e| e.msg_id.as_deref()) == sent.body["msg_id"].as_str()));
 }
 
-#[tokio::test]
-async fn recall_within_the_window_by_sender_or_admin() {
-    let app = app_with(&[("FEIGE_RECALL_WINDOW_SECS", "2")]).await;
+async fn recall_within_the_window_by_sender_or_admin(db: Db) {
+    let app = app_on(db, &[("FEIGE_RECALL_WINDOW_SECS", "2")]).await;
     let (_, to, _) = app.user("rown").await;
     let (a, ta, _) = app.user("ramy").await;
     let (m, tm, _) = app.user("rmem").await;
@@ -307,9 +303,8 @@ async fn recall_within_the_window_by_sender_or_admin() {
     assert_eq!(app.call("POST", &format!("/v1/messages/{d}/recall"), Some(&tm), None).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn read_positions_of_a_group() {
-    let app = app().await;
+async fn read_positions_of_a_group(db: Db) {
+    let app = app_on(db, &[]).await;
     let (o, to, _) = app.user("pown").await;
     let (a, ta, _) = app.user("pamy").await;
     let (_, tx, _) = app.user("pxen").await;
@@ -338,3 +333,24 @@ async fn read_positions_of_a_group() {
     assert!(!kinds(&app.events(&to).await).contains(&"read".to_owned()));
     assert!(kinds(&app.events(&ta).await).contains(&"read".to_owned()));
 }
+
+/// Each scenario on SQLite (`sqlite::name`) and on MySQL (`mysql::name`).
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Sqlite).await } )*
+        }
+        mod mysql {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Mysql).await } )*
+        }
+    };
+}
+
+on_both_databases!(
+    create_list_info_and_the_events_every_member_sees,
+    every_permission_rule_both_ways,
+    leavers_stop_receiving_and_joiners_read_from_their_join_on,
+    five_hundred_members_and_no_more_even_concurrently,
+    recall_within_the_window_by_sender_or_admin,
+    read_positions_of_a_group
+);

@@ -15,6 +15,8 @@ use tower::ServiceExt;
 pub struct App {
     pub router: Router,
     pub feige: feige_core::Feige,
+    /// (server URL, database) of a MySQL database to drop with the app.
+    mysql: Option<(String, String)>,
     _dir: TempDir,
 }
 
@@ -32,7 +34,48 @@ pub async fn app_with(extra: &[(&str, &str)]) -> App {
     env.entry("FEIGE_LOGIN_RATE_PER_MIN".into()).or_insert("0".into());
     let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let (feige, _bus) = feige_store::build(config).await.unwrap();
-    App { router: feige_api::app(feige.clone()), feige, _dir: dir }
+    App { router: feige_api::app(feige.clone()), feige, mysql: None, _dir: dir }
+}
+
+/// Which relational database a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Sqlite,
+    Mysql,
+}
+
+/// An app on SQLite (embedded) or on a fresh MySQL database (`FEIGE_TEST_MYSQL_URL`).
+pub async fn app_on(db: Db, extra: &[(&str, &str)]) -> App {
+    match db {
+        Db::Sqlite => app_with(extra).await,
+        Db::Mysql => {
+            let server = std::env::var("FEIGE_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+            let name = format!("feige_t_api{}", uuid_like());
+            let url = format!("{server}/{name}");
+            let mut all: Vec<(&str, &str)> = extra.to_vec();
+            all.push(("FEIGE_DB_URL", &url));
+            let mut app = app_with(&all).await;
+            app.mysql = Some((server, name));
+            app
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    format!("{}{}{}", std::process::id(), t.as_secs() % 100_000, t.subsec_nanos())
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some((server, db)) = &self.mysql {
+            let host_port = server.trim_start_matches("mysql://").rsplit('@').next().unwrap_or("127.0.0.1:3306");
+            let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
+            let _ = std::process::Command::new("mariadb")
+                .args(["-uroot", "-h", host, "-P", port, "-e", &format!("DROP DATABASE IF EXISTS `{db}`")])
+                .status();
+        }
+    }
 }
 
 pub async fn app() -> App {
