@@ -4,23 +4,26 @@
 use axum::Router;
 use feige_core::{Config, Feige};
 
+pub use feige_backends::Needs;
+
 /// Builds the application for a Lambda from the environment. A shared `FEIGE_TOKEN_SECRET` is
 /// required: every instance must verify tokens issued by every other.
-pub async fn app(router: Router<Feige>) -> Result<Router, lambda_http::Error> {
+pub async fn app(router: Router<Feige>, needs: Needs) -> Result<Router, lambda_http::Error> {
     let config = Config::from_env()?;
     if config.token_secret.is_none() {
         return Err("FEIGE_TOKEN_SECRET must be set for Lambda functions".into());
     }
-    let (feige, _backends) = feige_backends::build(config).await?;
+    let (feige, _backends) = feige_backends::build_for(config, needs).await?;
     Ok(feige_api::finish(router, feige))
 }
 
-/// Runs one action as a Lambda function.
-pub async fn run(router: Router<Feige>) -> Result<(), lambda_http::Error> {
+/// Runs one action as a Lambda function, connecting only the backends it `needs` besides the
+/// database and the cache.
+pub async fn run(router: Router<Feige>, needs: Needs) -> Result<(), lambda_http::Error> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(false)
         .without_time()
         .init();
-    lambda_http::run(app(router).await?).await
+    lambda_http::run(app(router, needs).await?).await
 }

@@ -177,6 +177,6 @@ async fn each_function_serves_only_its_own_routes_and_errors_keep_their_shape() 
 async fn a_function_refuses_to_start_without_a_shared_token_secret() {
     // SAFETY of the test: no other test in this binary reads FEIGE_TOKEN_SECRET from the
     // process environment.
-    let err = feige_functions::app(feige_api::sync::router()).await.err().unwrap();
+    let err = feige_functions::app(feige_api::sync::router(), feige_functions::Needs::ALL).await.err().unwrap();
     assert!(err.to_string().contains("FEIGE_TOKEN_SECRET"), "{err}");
 }

@@ -28,6 +28,54 @@ use tokio_util::sync::CancellationToken;
 enum BusKind {
     Memory(Arc<MemoryBus>),
     Kafka(KafkaSettings),
+    NotConnected,
+}
+
+/// The optional backends a process connects; every process needs the database (users,
+/// sessions) and the cache (revocation, rate limits). A Lambda function that never reads
+/// timelines or publishes pushes skips those connections, and their start-up cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    pub timeline: bool,
+    pub bus: bool,
+}
+
+impl Needs {
+    /// Everything (local-runtime, the push tier, the health function).
+    pub const ALL: Needs = Needs { timeline: true, bus: true };
+}
+
+/// Stands in for a backend this process chose not to connect: any use is a bug, reported as
+/// one (500), never silently ignored.
+struct NotConnected(&'static str);
+
+impl NotConnected {
+    fn err(&self) -> Error {
+        Error::internal(format!("the {} backend is not connected in this process", self.0))
+    }
+}
+
+#[async_trait::async_trait]
+impl TimelineStore for NotConnected {
+    async fn insert(&self, _: &feige_core::model::TimelineEntry) -> Result<feige_core::ports::Inserted> {
+        Err(self.err())
+    }
+    async fn read(&self, _: feige_core::UserId, _: u64, _: u32) -> Result<Vec<feige_core::model::TimelineEntry>> {
+        Err(self.err())
+    }
+    async fn max_seq(&self, _: feige_core::UserId) -> Result<u64> {
+        Err(self.err())
+    }
+    async fn find(&self, _: feige_core::UserId, _: &str) -> Result<Option<u64>> {
+        Err(self.err())
+    }
+}
+
+#[async_trait::async_trait]
+impl EventBus for NotConnected {
+    async fn publish(&self, _: &[feige_core::model::Push]) -> Result<()> {
+        Err(self.err())
+    }
 }
 
 /// Connected backends.
@@ -73,6 +121,11 @@ pub async fn kafka_settings(config: &Config) -> Result<KafkaSettings> {
 /// Connects every backend named in the config (running migrations, creating indexes and
 /// topics where missing).
 pub async fn connect(config: &Config) -> Result<Backends> {
+    connect_for(config, Needs::ALL).await
+}
+
+/// Connects the database, the cache and the optional backends in `needs`.
+pub async fn connect_for(config: &Config, needs: Needs) -> Result<Backends> {
     let mut probes: Vec<(&'static str, Arc<dyn Probe>)> = Vec::new();
 
     let db = match scheme(&config.db_url) {
@@ -82,6 +135,7 @@ pub async fn connect(config: &Config) -> Result<Backends> {
     probes.push(("db", db.clone()));
 
     let timeline: Arc<dyn TimelineStore> = match scheme(&config.timeline_url) {
+        _ if !needs.timeline => Arc::new(NotConnected("timeline")),
         "sqlite" => {
             let t = Arc::new(SqliteTimeline::connect(&config.timeline_url).await?);
             probes.push(("timeline", t.clone()));
@@ -118,6 +172,7 @@ pub async fn connect(config: &Config) -> Result<Backends> {
 
     let bus_scheme = if config.msk_cluster_arn.is_some() { "kafka" } else { scheme(&config.bus_url) };
     let (bus, kind): (Arc<dyn EventBus>, BusKind) = match bus_scheme {
+        _ if !needs.bus => (Arc::new(NotConnected("bus")), BusKind::NotConnected),
         "memory" => {
             let b = Arc::new(MemoryBus::default());
             probes.push(("bus", b.clone()));
@@ -153,7 +208,12 @@ pub async fn connect(config: &Config) -> Result<Backends> {
 /// Builds the application: connects the backends, loads the token key, warms the revocation
 /// cache.
 pub async fn build(config: Config) -> Result<(Feige, Backends)> {
-    let backends = connect(&config).await?;
+    build_for(config, Needs::ALL).await
+}
+
+/// `build` with only the optional backends in `needs`.
+pub async fn build_for(config: Config, needs: Needs) -> Result<(Feige, Backends)> {
+    let backends = connect_for(&config, needs).await?;
     let secret = feige_store::token_secret(&config)?;
     let feige = Feige::new(backends.ports.clone(), config, &secret);
     feige.restore_revocations().await?;
@@ -177,6 +237,7 @@ pub async fn deliver_pushes_to(
             }
             tokio::spawn(consumer.join());
         }
+        BusKind::NotConnected => return Err(Error::internal("the bus is not connected in this process")),
     }
     Ok(())
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    feige_functions::run(feige_api::health::router()).await
+    feige_functions::run(feige_api::health::router(), feige_functions::Needs { timeline: true, bus: true }).await
 }

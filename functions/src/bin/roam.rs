@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    feige_functions::run(feige_api::history::router()).await
+    feige_functions::run(feige_api::history::router(), feige_functions::Needs { timeline: false, bus: false }).await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    feige_functions::run(feige_api::users::router()).await
+    feige_functions::run(feige_api::users::router(), feige_functions::Needs { timeline: false, bus: false }).await
 }
