@@ -45,13 +45,16 @@ async fn main() -> anyhow::Result<()> {
     let (feige, backends) = feige_backends::build(config).await.context("starting backends")?;
     let shutdown = CancellationToken::new();
     let mut router = feige_api::all_actions();
+    let mut push: Option<PushContext> = None;
     if role == "all" {
         let hub = Arc::new(Hub::new(queue));
         feige_backends::deliver_pushes_to(&backends, hub.clone() as Arc<dyn PushSink>, shutdown.clone())
             .await
             .context("connecting the push side to the bus")?;
         feige_push::presence::spawn_heartbeat(feige.clone(), hub.clone(), shutdown.clone());
-        router = router.merge(feige_push::router(PushContext { hub, shutdown: shutdown.clone() }));
+        let ctx = PushContext::new(hub, shutdown.clone());
+        router = router.merge(feige_push::router(ctx.clone()));
+        push = Some(ctx);
     }
     let app = feige_api::finish(router, feige);
 
@@ -69,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
             stop.cancel();
         })
         .await?;
+    if let Some(ctx) = push {
+        ctx.drain(std::time::Duration::from_secs(10)).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

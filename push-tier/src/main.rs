@@ -32,8 +32,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to the bus")?;
     feige_push::presence::spawn_heartbeat(feige.clone(), hub.clone(), shutdown.clone());
-    let router: Router<feige_core::Feige> =
-        feige_push::router(PushContext { hub, shutdown: shutdown.clone() }).merge(feige_api::health::router());
+    let ctx = PushContext::new(hub, shutdown.clone());
+    let router: Router<feige_core::Feige> = feige_push::router(ctx.clone()).merge(feige_api::health::router());
     let app = feige_api::finish(router, feige);
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     println!("feige push-tier listening on ws://{}", listener.local_addr()?);
@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
             stop.cancel();
         })
         .await?;
+    ctx.drain(std::time::Duration::from_secs(10)).await;
     Ok(())
 }
 

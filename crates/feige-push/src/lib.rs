@@ -20,6 +20,24 @@ pub struct PushContext {
     pub hub: Arc<Hub>,
     /// Cancelled when the process shuts down: every socket is told to reconnect (1012).
     pub shutdown: CancellationToken,
+    /// Every live socket session. Upgraded connections are not tracked by the HTTP server's
+    /// graceful shutdown, so the process waits on this before it exits.
+    pub sessions: tokio_util::task::TaskTracker,
+}
+
+impl PushContext {
+    /// A context for `hub`, shut down by `shutdown`.
+    pub fn new(hub: Arc<Hub>, shutdown: CancellationToken) -> Self {
+        PushContext { hub, shutdown, sessions: tokio_util::task::TaskTracker::new() }
+    }
+
+    /// After the server stopped: waits (bounded) until every socket has sent its close frame.
+    pub async fn drain(&self, within: std::time::Duration) {
+        self.sessions.close();
+        if tokio::time::timeout(within, self.sessions.wait()).await.is_err() {
+            tracing::warn!(open = self.sessions.len(), "sockets still open after the drain timeout");
+        }
+    }
 }
 
 /// The `/v1/ws` route.

@@ -58,7 +58,11 @@ pub async fn upgrade(
         Ok(who) => who,
         Err(e) => return ApiError(e).into_response(),
     };
-    ws.on_upgrade(move |socket| run(socket, feige, ctx, who, q.since))
+    let tracked = ctx.sessions.token();
+    ws.on_upgrade(move |socket| async move {
+        run(socket, feige, ctx, who, q.since).await;
+        drop(tracked);
+    })
 }
 
 struct Socket {
@@ -104,7 +108,6 @@ async fn run(ws: WebSocket, feige: Feige, ctx: PushContext, who: Identity, since
     let mut sock = Socket { ws };
     let end = session_loop(&mut sock, &feige, &ctx, &who, since, &mut reg).await;
     ctx.hub.unregister(who.user_id, reg.id);
-    crate::presence::offline_if_gone(&feige, &ctx.hub, who.user_id).await;
     match end {
         Ok(Some((code, reason))) => sock.close(code, reason).await,
         Ok(None) => {}
@@ -113,6 +116,7 @@ async fn run(ws: WebSocket, feige: Feige, ctx: PushContext, who: Identity, since
             sock.close(close_code::SERVICE_RESTART, "backend_error").await;
         }
     }
+    crate::presence::offline_if_gone(&feige, &ctx.hub, who.user_id).await;
 }
 
 /// Runs until the socket should end; returns the close to send, if any.
