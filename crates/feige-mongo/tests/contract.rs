@@ -8,9 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use feige_core::Config;
-use feige_core::ids::{ConversationId, UserId};
-use feige_core::model::{Event, TimelineEntry};
-use feige_core::now_ms;
+use feige_core::model::TimelineEntry;
 use feige_core::ports::{Inserted, Ports, Probe, TimelineStore};
 use feige_core::timeline;
 use feige_mongo::{DEFAULT_RETENTION, KEY_INDEX, MongoTimeline, SEQ_INDEX, TTL_INDEX};
@@ -59,26 +57,7 @@ async fn ports(dir: &TempDir, timeline: Arc<MongoTimeline>) -> Ports {
     Ports { timeline, ..ports }
 }
 
-fn entry(user: UserId, seq: u64, key: &str) -> TimelineEntry {
-    TimelineEntry {
-        user_id: user,
-        seq,
-        event_key: key.into(),
-        event: Some(Event {
-            seq,
-            kind: "message".into(),
-            conversation_id: ConversationId::direct(user, UserId(user.0 + 1)),
-            conv_seq: Some(seq),
-            msg_id: Some(key.into()),
-            sender_id: Some(user),
-            msg_type: Some("text".into()),
-            body: Some(json!("x")),
-            created_at: now_ms(),
-            extra: Default::default(),
-        }),
-        written_at: now_ms(),
-    }
-}
+use feige_testkit::entry;
 
 #[tokio::test]
 async fn mongo_timeline_store() {

@@ -168,7 +168,8 @@ pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
     assert_eq!(s.mark_read(conv, c, 3).await.unwrap_err().status(), 403);
 }
 
-fn entry(user: UserId, seq: u64, key: &str) -> TimelineEntry {
+/// A timeline entry holding a small text message keyed `key`, for store tests.
+pub fn entry(user: UserId, seq: u64, key: &str) -> TimelineEntry {
     let conv = ConversationId::direct(user, UserId(user.0 + 1));
     TimelineEntry {
         user_id: user,
