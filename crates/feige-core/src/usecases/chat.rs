@@ -3,7 +3,7 @@
 use super::{Feige, Identity};
 use crate::error::{Error, Result};
 use crate::ids::{ConversationId, GroupId, UserId};
-use crate::model::{ConversationSummary, Event, Membership, Message, Push, Seq};
+use crate::model::{ConversationSummary, Event, Membership, Message, Seq};
 use crate::now_ms;
 use crate::ports::{Appended, NewMessage};
 use crate::timeline::{self, Page};
@@ -102,10 +102,8 @@ impl Feige {
         };
         let members = chat.members(message.conversation_id).await?;
         let event = Event::message(&message);
-        let written =
-            timeline::append(&self.ports, members.iter().map(|u| (*u, event.clone())).collect(), !created).await?;
-        let seq = written.iter().find(|(u, _)| *u == who.user_id).map(|(_, e)| e.seq).unwrap_or(0);
-        self.announce(written.into_iter().map(|(user_id, event)| Push::Event { user_id, event }).collect()).await?;
+        let written = self.fan_out(&members, &event, !created).await?;
+        let seq = written.iter().find(|(u, _)| *u == who.user_id).map(|(_, s)| *s).unwrap_or(0);
         Ok(SendResult {
             msg_id: message.msg_id,
             conversation_id: message.conversation_id,
@@ -203,9 +201,7 @@ impl Feige {
             };
             let mut to = vec![who.user_id];
             to.extend(conv.peer_of(who.user_id));
-            let written =
-                timeline::append(&self.ports, to.into_iter().map(|u| (u, event.clone())).collect(), false).await?;
-            self.announce(written.into_iter().map(|(user_id, event)| Push::Event { user_id, event }).collect()).await?;
+            self.fan_out(&to, &event, false).await?;
         }
         Ok(out.last_seq.saturating_sub(out.read_seq))
     }
@@ -252,9 +248,7 @@ impl Feige {
         event.conv_seq = Some(msg.conv_seq);
         let members = self.ports.chat.members(conv).await?;
         // A repeat may only complete an interrupted first attempt: look before writing.
-        let written =
-            timeline::append(&self.ports, members.into_iter().map(|u| (u, event.clone())).collect(), !first).await?;
-        self.announce(written.into_iter().map(|(user_id, event)| Push::Event { user_id, event }).collect()).await?;
+        self.fan_out(&members, &event, !first).await?;
         Ok(Message { body: Value::Null, recalled: true, ..msg })
     }
 

@@ -39,20 +39,9 @@ fn extra(group: GroupId, fields: Value) -> Map<String, Value> {
 }
 
 impl Feige {
-    /// Writes `event` to each user's timeline and announces it.
-    pub(crate) async fn emit(&self, users: Vec<UserId>, event: Event) -> Result<()> {
-        let written =
-            crate::timeline::append(&self.ports, users.into_iter().map(|u| (u, event.clone())).collect(), false)
-                .await?;
-        self.announce(
-            written.into_iter().map(|(user_id, event)| crate::model::Push::Event { user_id, event }).collect(),
-        )
-        .await
-    }
-
     async fn group_event(&self, group: GroupId, by: UserId, kind: &str, to: Vec<UserId>, fields: Value) -> Result<()> {
         let event = Event::notice(kind, ConversationId::Group(group), by, extra(group, fields));
-        self.emit(to, event).await
+        self.fan_out(&to, &event, false).await.map(|_| ())
     }
 
     /// The group, and the caller's role in it: 404 for no such group, 403 for a non-member.

@@ -13,7 +13,7 @@ use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::UserId;
-use crate::model::{Push, User};
+use crate::model::{Event, Push, Seq, User};
 use crate::ports::Ports;
 use crate::signals::UserSignals;
 use std::sync::Arc;
@@ -57,13 +57,24 @@ impl Feige {
         out
     }
 
-    /// Publishes pushes and wakes local long-pollers.
-    pub(crate) async fn announce(&self, pushes: Vec<Push>) -> Result<()> {
-        for p in &pushes {
-            if let Push::Event { user_id, event } = p {
-                self.signals.bump(*user_id, event.seq);
-            }
+    /// Fans `event` out: one timeline entry per user, each at that user's own seq, then one push
+    /// per user on the bus and a wake-up for local long-polls. Returns each user's seq.
+    /// `maybe_present` says an earlier attempt may have written some entries already (see
+    /// `timeline::append`).
+    pub(crate) async fn fan_out(
+        &self,
+        users: &[UserId],
+        event: &Event,
+        maybe_present: bool,
+    ) -> Result<Vec<(UserId, Seq)>> {
+        let items = users.iter().map(|u| (*u, event.clone())).collect();
+        let written = crate::timeline::append(&self.ports, items, maybe_present).await?;
+        let seqs = written.iter().map(|(u, e)| (*u, e.seq)).collect();
+        for (user_id, event) in &written {
+            self.signals.bump(*user_id, event.seq);
         }
-        self.ports.bus.publish(&pushes).await
+        let pushes: Vec<Push> = written.into_iter().map(|(user_id, event)| Push::Event { user_id, event }).collect();
+        self.ports.bus.publish(&pushes).await?;
+        Ok(seqs)
     }
 }
