@@ -6,9 +6,6 @@
 use anyhow::Context;
 use clap::Parser;
 use feige_core::Config;
-use feige_core::ports::PushSink;
-use feige_push::{Hub, PushContext};
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Command-line flags; each mirrors an environment variable (see `.env.example`).
@@ -40,21 +37,21 @@ async fn main() -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let listen = config.listen.clone();
     let role = config.role.clone();
-    let queue = config.ws_queue;
 
     let (feige, backends) = feige_backends::build(config).await.context("starting backends")?;
     let shutdown = CancellationToken::new();
     let mut router = feige_api::all_actions();
-    let mut push: Option<PushContext> = None;
+    let mut push = None;
     if role == "all" {
-        let hub = Arc::new(Hub::new(queue));
-        feige_backends::deliver_pushes_to(&backends, hub.clone() as Arc<dyn PushSink>, shutdown.clone())
+        // With Kafka, other push nodes may share the bus: route between them.
+        let ctx = feige_push::start(&feige, backends.bus_is_shared(), shutdown.clone())
+            .await
+            .context("starting the push side")?;
+        let feed = feige_backends::deliver_pushes_to(&backends, ctx.sink.clone(), shutdown.clone())
             .await
             .context("connecting the push side to the bus")?;
-        feige_push::presence::spawn_heartbeat(feige.clone(), hub.clone(), shutdown.clone());
-        let ctx = PushContext::new(hub, shutdown.clone());
         router = router.merge(feige_push::router(ctx.clone()));
-        push = Some(ctx);
+        push = Some((ctx, feed));
     }
     let app = feige_api::finish(router, feige);
 
@@ -72,8 +69,9 @@ async fn main() -> anyhow::Result<()> {
             stop.cancel();
         })
         .await?;
-    if let Some(ctx) = push {
+    if let Some((ctx, feed)) = push {
         ctx.drain(std::time::Duration::from_secs(10)).await;
+        feed.finish().await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -1,17 +1,15 @@
-//! `push-tier`: the long-lived service that holds WebSocket connections (`/v1/ws`) and
-//! delivers events from the bus.
+//! `push-tier`: the long-lived, horizontally scalable service that holds WebSocket connections
+//! (`/v1/ws`) and delivers events from the bus.
 //!
-//! It replays from the timeline store and delivers live events consumed from the bus
-//! (`FEIGE_BUS_URL=kafka://…`, consumer group `FEIGE_KAFKA_GROUP`). Routing a user's events to
-//! sockets held by *other* nodes (presence registry) is issue 5; until then run one node, or
-//! `local-runtime` (role `all`) with API and push together.
+//! Any number of nodes run behind a load balancer, sharing one Kafka consumer group. A node
+//! delivers what it consumes to its own sockets and forwards the rest to the nodes that hold
+//! the user's other sockets (presence registry in Redis, node-to-node listener on
+//! `FEIGE_INTERNAL_LISTEN`); see docs/push-tier.md. On SIGTERM it stops accepting, tells its
+//! clients to reconnect (close 1012), drains, commits what it handed off and leaves the group.
 
 use anyhow::Context;
 use axum::Router;
 use feige_core::Config;
-use feige_core::ports::PushSink;
-use feige_push::{Hub, PushContext};
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -24,27 +22,30 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::from_env().map_err(anyhow::Error::msg)?;
     let listen = config.listen.clone();
-    let queue = config.ws_queue;
     let (feige, backends) = feige_backends::build(config).await.context("starting backends")?;
-    let hub = Arc::new(Hub::new(queue));
     let shutdown = CancellationToken::new();
-    feige_backends::deliver_pushes_to(&backends, hub.clone() as Arc<dyn PushSink>, shutdown.clone())
+    let ctx = feige_push::start(&feige, backends.bus_is_shared(), shutdown.clone())
+        .await
+        .context("starting the push node")?;
+    let feed = feige_backends::deliver_pushes_to(&backends, ctx.sink.clone(), shutdown.clone())
         .await
         .context("connecting to the bus")?;
-    feige_push::presence::spawn_heartbeat(feige.clone(), hub.clone(), shutdown.clone());
-    let ctx = PushContext::new(hub, shutdown.clone());
     let router: Router<feige_core::Feige> = feige_push::router(ctx.clone()).merge(feige_api::health::router());
-    let app = feige_api::finish(router, feige);
+    let app = feige_api::finish(router, feige.clone());
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
-    println!("feige push-tier listening on ws://{}", listener.local_addr()?);
+    // Tests and scripts read this line to find the port when FEIGE_LISTEN ends in :0.
+    println!("feige push-tier listening on ws://{} (node {})", listener.local_addr()?, feige.config.node_id);
     let stop = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
+            tracing::info!("shutting down: closing sockets (1012), draining, committing offsets");
             stop.cancel();
         })
         .await?;
     ctx.drain(std::time::Duration::from_secs(10)).await;
+    feed.finish().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

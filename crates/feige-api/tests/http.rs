@@ -74,6 +74,7 @@ async fn tokens_are_required_checked_and_revoked_at_once() {
         uid: feige_core::UserId(1),
         did: "d".into(),
         sid: "s".into(),
+        plt: String::new(),
         exp: i64::MAX / 2,
     });
     assert_eq!(app.call("GET", "/v1/users/me", Some(&foreign), None).await.status, StatusCode::UNAUTHORIZED);

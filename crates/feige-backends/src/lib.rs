@@ -84,6 +84,14 @@ pub struct Backends {
     bus: BusKind,
 }
 
+impl Backends {
+    /// Whether pushes travel on a bus shared by several processes (Kafka), so that a push node
+    /// must route to sockets held by other nodes; the in-process bus reaches only this process.
+    pub fn bus_is_shared(&self) -> bool {
+        matches!(self.bus, BusKind::Kafka(_))
+    }
+}
+
 fn scheme(url: &str) -> &str {
     url.split_once("://").map(|(s, _)| s).unwrap_or("")
 }
@@ -114,6 +122,10 @@ pub async fn kafka_settings(config: &Config) -> Result<KafkaSettings> {
     }
     if let Some(g) = &config.kafka_group {
         settings.group = g.clone();
+    }
+    settings.session_timeout_ms = config.kafka_session_timeout_ms;
+    if let Some(debug) = &config.kafka_debug {
+        settings.extra.push(("debug".into(), debug.clone()));
     }
     Ok(settings)
 }
@@ -220,24 +232,41 @@ pub async fn build_for(config: Config, needs: Needs) -> Result<(Feige, Backends)
     Ok((feige, backends))
 }
 
-/// Makes pushes published on the bus reach `sink` (this process's socket hub): attaches it to
-/// the in-process bus, or starts a Kafka consumer that feeds it, waiting until the consumer
-/// owns partitions so that nothing published after this returns is missed.
+/// Makes pushes published on the bus reach `sink` (this process's socket hub or push router):
+/// attaches it to the in-process bus, or starts a Kafka consumer that feeds it, waiting until
+/// the consumer joined its group so that nothing published after this returns is missed.
 pub async fn deliver_pushes_to(
     backends: &Backends,
     sink: Arc<dyn PushSink>,
     shutdown: CancellationToken,
-) -> Result<()> {
+) -> Result<PushFeed> {
     match &backends.bus {
-        BusKind::Memory(bus) => bus.attach(sink),
+        BusKind::Memory(bus) => {
+            bus.attach(sink);
+            Ok(PushFeed { consumer: None })
+        }
         BusKind::Kafka(settings) => {
             let consumer = KafkaConsumer::start(settings, sink, shutdown).await?;
-            if !consumer.wait_assigned(Duration::from_secs(60)).await {
-                return Err(Error::unavailable("bus", "the Kafka consumer got no partitions within 60 s"));
+            if !consumer.wait_joined(Duration::from_secs(60)).await {
+                return Err(Error::unavailable("bus", "the Kafka consumer did not join its group within 60 s"));
             }
-            tokio::spawn(consumer.join());
+            Ok(PushFeed { consumer: Some(consumer) })
         }
-        BusKind::NotConnected => return Err(Error::internal("the bus is not connected in this process")),
+        BusKind::NotConnected => Err(Error::internal("the bus is not connected in this process")),
     }
-    Ok(())
+}
+
+/// The running feed of [`deliver_pushes_to`].
+pub struct PushFeed {
+    consumer: Option<feige_kafka::KafkaConsumerHandle>,
+}
+
+impl PushFeed {
+    /// After shutdown was cancelled: waits until the consumer committed what it handed off and
+    /// left its group (so its partitions move to the other nodes at once).
+    pub async fn finish(self) {
+        if let Some(consumer) = self.consumer {
+            consumer.join().await;
+        }
+    }
 }

@@ -43,6 +43,9 @@ pub struct Claims {
     pub uid: UserId,
     pub did: String,
     pub sid: String,
+    /// The device's platform from login (the kick policy `per_platform` compares it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plt: String,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
 }
@@ -71,6 +74,11 @@ impl TokenKeys {
             HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(msg.as_bytes());
         mac
+    }
+
+    /// A secret derived from the token key for another purpose (`label`), as lowercase hex.
+    pub fn derive(&self, label: &str) -> String {
+        self.mac(label).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Issues a token for the claims.
@@ -112,7 +120,7 @@ mod tests {
     #[test]
     fn tokens_reject_tampering_other_keys_and_expiry() {
         let k = TokenKeys::new(b"secret-one");
-        let claims = Claims { uid: UserId(7), did: "d".into(), sid: "s".into(), exp: 1_000 };
+        let claims = Claims { uid: UserId(7), did: "d".into(), sid: "s".into(), plt: "ios".into(), exp: 1_000 };
         let t = k.sign(&claims);
         assert_eq!(k.verify(&t, 999).expect("valid"), claims);
         assert_eq!(k.verify(&t, 1_000).expect_err("expired").code(), "token_expired");

@@ -60,6 +60,46 @@ pub struct Config {
     /// `FEIGE_GAP_GRACE_MS`: how long a reader waits for a timeline hole to be filled by its
     /// writer before declaring the writer dead and stepping over it.
     pub gap_grace_ms: u64,
+    /// `FEIGE_KICK_POLICY`: which older sockets a new one closes.
+    pub kick_policy: KickPolicy,
+    /// `FEIGE_INTERNAL_LISTEN`: where a push node takes pushes forwarded by other nodes.
+    pub internal_listen: String,
+    /// `FEIGE_INTERNAL_ADVERTISE`: the `host:port` other nodes reach that listener at (default:
+    /// the bound address, which must then not be a wildcard).
+    pub internal_advertise: Option<String>,
+    /// `FEIGE_INTERNAL_SECRET`: shared by the push nodes to authenticate forwarding (default:
+    /// derived from the token secret, which every node shares anyway).
+    pub internal_secret: Option<String>,
+    /// `FEIGE_KAFKA_SESSION_TIMEOUT_MS`: how long a silent (crashed) consumer keeps its
+    /// partitions before the group gives them to the other nodes.
+    pub kafka_session_timeout_ms: u32,
+    /// `FEIGE_KAFKA_DEBUG`: librdkafka's `debug` contexts (e.g. `cgrp,topic`), logged through
+    /// `RUST_LOG=librdkafka=debug`.
+    pub kafka_debug: Option<String>,
+}
+
+/// Which older sockets of a user a newly opened one closes (`FEIGE_KICK_POLICY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KickPolicy {
+    /// `multi`: every device stays connected.
+    #[default]
+    Multi,
+    /// `per_platform`: one socket per platform (`ios`, `android`, `web`, …, from login).
+    PerPlatform,
+    /// `single`: one socket per user.
+    Single,
+}
+
+impl std::str::FromStr for KickPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "multi" => Ok(KickPolicy::Multi),
+            "per_platform" => Ok(KickPolicy::PerPlatform),
+            "single" => Ok(KickPolicy::Single),
+            other => Err(format!("FEIGE_KICK_POLICY={other:?}: expected multi, per_platform or single")),
+        }
+    }
 }
 
 impl Default for Config {
@@ -113,6 +153,12 @@ impl Config {
             send_rate_per_sec: num(&get, "FEIGE_SEND_RATE_PER_SEC", 200)?,
             login_rate_per_min: num(&get, "FEIGE_LOGIN_RATE_PER_MIN", 30)?,
             gap_grace_ms: num(&get, "FEIGE_GAP_GRACE_MS", 3000)?,
+            kick_policy: get("FEIGE_KICK_POLICY").map(|v| v.parse()).transpose()?.unwrap_or_default(),
+            internal_listen: get("FEIGE_INTERNAL_LISTEN").unwrap_or_else(|| "127.0.0.1:0".into()),
+            internal_advertise: get("FEIGE_INTERNAL_ADVERTISE"),
+            internal_secret: get("FEIGE_INTERNAL_SECRET"),
+            kafka_session_timeout_ms: num(&get, "FEIGE_KAFKA_SESSION_TIMEOUT_MS", 10_000)?,
+            kafka_debug: get("FEIGE_KAFKA_DEBUG"),
             data_dir,
         })
     }
@@ -121,6 +167,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kick_policy_parses_and_rejects_unknown_values() {
+        let with = |v: &'static str| Config::from_lookup(move |k| (k == "FEIGE_KICK_POLICY").then(|| v.to_owned()));
+        assert_eq!(Config::default().kick_policy, KickPolicy::Multi);
+        assert_eq!(with("single").map(|c| c.kick_policy), Ok(KickPolicy::Single));
+        assert_eq!(with("per_platform").map(|c| c.kick_policy), Ok(KickPolicy::PerPlatform));
+        assert!(with("newest").is_err());
+    }
 
     #[test]
     fn defaults_follow_design() {

@@ -14,7 +14,7 @@ pub mod signals;
 pub mod timeline;
 pub mod usecases;
 
-pub use config::Config;
+pub use config::{Config, KickPolicy};
 pub use error::{Error, Result};
 pub use ids::{ConversationId, GroupId, UserId};
 pub use usecases::Feige;

@@ -155,30 +155,56 @@ pub struct NewSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
     /// The token was current; the session now holds the new hash.
-    Rotated { user_id: UserId, device_id: String },
+    Rotated { user_id: UserId, device_id: String, platform: String },
     /// The token was valid once but has been rotated away: a replay. The session is revoked.
     Reused { user_id: UserId },
     /// Unknown session, expired or already revoked.
     Invalid,
 }
 
-/// Something the push side must do for a user: deliver an event, or close a logged-out
-/// device's sockets. This is what travels on the event bus.
+/// Something the push side must do for a user: deliver an event, close a logged-out device's
+/// sockets, or close the sockets a newer one replaces. This is what travels on the event bus
+/// and between push nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 #[allow(clippy::large_enum_variant)] // nearly every push is an Event; boxing would cost an allocation each
 pub enum Push {
-    Event { user_id: UserId, event: Event },
-    CloseSession { user_id: UserId, sid: String },
+    Event {
+        user_id: UserId,
+        event: Event,
+    },
+    CloseSession {
+        user_id: UserId,
+        sid: String,
+    },
+    /// The kick policy: `socket` just opened; every *older* socket of the user that conflicts
+    /// with it (any, or the same `platform` when that is set) gets a `kicked` frame and closes.
+    Replace {
+        user_id: UserId,
+        socket: SocketRef,
+        platform: Option<String>,
+    },
 }
 
 impl Push {
     /// The user this push is for (the bus partitions by it).
     pub fn user_id(&self) -> UserId {
         match self {
-            Push::Event { user_id, .. } | Push::CloseSession { user_id, .. } => *user_id,
+            Push::Event { user_id, .. } | Push::CloseSession { user_id, .. } | Push::Replace { user_id, .. } => {
+                *user_id
+            }
         }
     }
+}
+
+/// One socket in the whole push tier, ordered by when it opened (node and a per-node counter
+/// break ties), so every node agrees which of two sockets is the older.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SocketRef {
+    /// Milliseconds since the epoch when the socket opened.
+    pub opened_at: i64,
+    pub node: String,
+    pub id: u64,
 }
 
 /// A member's standing in a conversation.

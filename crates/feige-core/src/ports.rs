@@ -224,6 +224,10 @@ pub trait Presence: Send + Sync {
     async fn set_offline(&self, node: &str, user: UserId) -> Result<()>;
     /// For each user, the nodes holding their sockets (expired entries left out).
     async fn nodes_of(&self, users: &[UserId]) -> Result<Vec<Vec<String>>>;
+    /// Publishes where `node` takes forwarded pushes (`host:port`), for `ttl_secs`.
+    async fn announce_node(&self, node: &str, addr: &str, ttl_secs: u64) -> Result<()>;
+    /// For each node, its announced address (None when unknown or expired).
+    async fn node_addrs(&self, nodes: &[String]) -> Result<Vec<Option<String>>>;
 }
 
 /// The push event bus (Kafka / in-process).
@@ -233,10 +237,14 @@ pub trait EventBus: Send + Sync {
     async fn publish(&self, pushes: &[Push]) -> Result<()>;
 }
 
-/// Something that consumes pushes in-process (the socket hub).
+/// Something that consumes pushes: the socket hub of this process, or the router that also
+/// forwards to other push nodes.
+#[async_trait]
 pub trait PushSink: Send + Sync {
-    /// Hands pushes over; must not block.
-    fn deliver(&self, pushes: &[Push]);
+    /// Hands pushes over. Returns once they are handed off (queued on local sockets, or
+    /// acknowledged by the node holding the sockets), so the caller may count them consumed.
+    /// Never waits on a socket: a slow reader is dropped instead.
+    async fn deliver(&self, pushes: &[Push]);
 }
 
 /// A backend that `/readyz` can check.

@@ -11,17 +11,24 @@ pub const DEFAULT_TOPIC: &str = "feige.push";
 pub const DEFAULT_GROUP: &str = "feige-push";
 /// Partition count of a topic created by Feige when the URL names none.
 pub const DEFAULT_PARTITIONS: i32 = 12;
+/// `session.timeout.ms` unless the caller sets another.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
 /// Replication factor meaning "the broker's `default.replication.factor`".
 pub const BROKER_DEFAULT_REPLICATION: i32 = -1;
 
 /// Where a consumer group with no committed offset for a partition starts reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
-    /// Only pushes published after the group joined (the default: a socket hub has no use
-    /// for pushes older than its sockets; clients catch up through `sync`).
-    #[default]
+    /// Only pushes published after the group joined. librdkafka resolves "latest" a moment
+    /// *after* the assignment, so a push published in that window is never consumed: only for
+    /// deliberate skips (an operator replacing a group on a huge backlog).
     Latest,
-    /// Everything still retained in the topic (tests, replays).
+    /// Everything still retained in the topic (the default). Only a brand-new group (or an
+    /// offset that retention already deleted) starts here; replayed pushes for users without
+    /// sockets are dropped by the presence lookup, and sockets drop seqs they already sent, so
+    /// the cost is bounded by the topic's retention and nothing published after the node became
+    /// ready can be missed.
+    #[default]
     Earliest,
 }
 
@@ -55,6 +62,8 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// `auto.offset.reset` of the consumer.
     pub offset_reset: OffsetReset,
+    /// `session.timeout.ms` of the consumer: how long a crashed member keeps its partitions.
+    pub session_timeout_ms: u32,
     /// Raw librdkafka settings appended to every client config (TLS, SASL, tuning); they
     /// override Feige's own settings of the same name.
     pub extra: Vec<(String, String)>,
@@ -70,6 +79,7 @@ impl fmt::Debug for KafkaSettings {
             .field("partitions", &self.partitions)
             .field("replication", &self.replication)
             .field("offset_reset", &self.offset_reset)
+            .field("session_timeout_ms", &self.session_timeout_ms)
             .field("extra", &self.extra.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
             .finish()
     }
@@ -120,6 +130,7 @@ impl KafkaSettings {
             partitions: DEFAULT_PARTITIONS,
             replication: BROKER_DEFAULT_REPLICATION,
             offset_reset: OffsetReset::default(),
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             extra: Vec::new(),
         };
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
@@ -184,7 +195,7 @@ mod tests {
         assert_eq!(s.group, "feige-push");
         assert_eq!(s.partitions, 12);
         assert_eq!(s.replication, -1);
-        assert_eq!(s.offset_reset, OffsetReset::Latest);
+        assert_eq!(s.offset_reset, OffsetReset::Earliest);
         assert!(s.extra.is_empty());
     }
 

@@ -2,9 +2,9 @@
 //! sockets through a bounded queue; a socket whose queue is full is told to close (its client
 //! resumes with `since`), so one slow reader never holds up the others.
 
-use feige_core::UserId;
-use feige_core::model::Push;
+use feige_core::model::{Push, SocketRef};
 use feige_core::ports::PushSink;
+use feige_core::{UserId, now_ms};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,55 +19,70 @@ pub enum Close {
     SlowConsumer,
     /// Its session logged out (or was replaced by a new login of the device).
     LoggedOut,
+    /// A newer socket of the user replaced it (the kick policy).
+    Replaced,
 }
 
 struct Slot {
-    id: u64,
+    socket: SocketRef,
     sid: String,
+    platform: String,
     queue: mpsc::Sender<Push>,
     control: watch::Sender<Close>,
 }
 
 /// A registered socket's receiving ends.
 pub struct Registration {
-    pub id: u64,
+    /// This socket, tier-wide.
+    pub socket: SocketRef,
     pub queue: mpsc::Receiver<Push>,
     pub control: watch::Receiver<Close>,
 }
 
 /// Sockets by user.
 pub struct Hub {
+    node: String,
     users: Mutex<HashMap<UserId, Vec<Slot>>>,
     next_id: AtomicU64,
     queue_len: usize,
 }
 
 impl Hub {
-    /// A hub whose sockets queue at most `queue_len` pushes.
-    pub fn new(queue_len: usize) -> Self {
-        Hub { users: Mutex::default(), next_id: AtomicU64::new(1), queue_len: queue_len.max(1) }
+    /// The hub of push node `node`, whose sockets queue at most `queue_len` pushes.
+    pub fn new(node: &str, queue_len: usize) -> Self {
+        Hub { node: node.to_owned(), users: Mutex::default(), next_id: AtomicU64::new(1), queue_len: queue_len.max(1) }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Slot>>> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a socket of `user` in session `sid`.
-    pub fn register(&self, user: UserId, sid: &str) -> Registration {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// Adds a socket of `user` in session `sid` on `platform`.
+    pub fn register(&self, user: UserId, sid: &str, platform: &str) -> Registration {
+        let socket = SocketRef {
+            opened_at: now_ms(),
+            node: self.node.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        };
         let (queue, rx) = mpsc::channel(self.queue_len);
         let (control, control_rx) = watch::channel(Close::Open);
-        self.slots().entry(user).or_default().push(Slot { id, sid: sid.to_owned(), queue, control });
+        let slot = Slot { socket: socket.clone(), sid: sid.to_owned(), platform: platform.to_owned(), queue, control };
+        self.slots().entry(user).or_default().push(slot);
         metrics::gauge!("feige_ws_connections").increment(1.0);
-        Registration { id, queue: rx, control: control_rx }
+        Registration { socket, queue: rx, control: control_rx }
     }
 
     /// Removes a socket (idempotent).
-    pub fn unregister(&self, user: UserId, id: u64) {
+    pub fn unregister(&self, user: UserId, socket: &SocketRef) {
         let mut users = self.slots();
         if let Some(slots) = users.get_mut(&user) {
             let before = slots.len();
-            slots.retain(|s| s.id != id);
+            slots.retain(|s| s.socket != *socket);
             if slots.len() < before {
                 metrics::gauge!("feige_ws_connections").decrement(1.0);
             }
@@ -98,8 +113,16 @@ impl Hub {
     }
 }
 
+#[async_trait::async_trait]
 impl PushSink for Hub {
-    fn deliver(&self, pushes: &[Push]) {
+    async fn deliver(&self, pushes: &[Push]) {
+        self.deliver_local(pushes);
+    }
+}
+
+impl Hub {
+    /// Queues pushes on this node's sockets (never waits).
+    pub fn deliver_local(&self, pushes: &[Push]) {
         let mut users = self.slots();
         for push in pushes {
             let Some(slots) = users.get_mut(&push.user_id()) else {
@@ -122,6 +145,12 @@ impl PushSink for Hub {
                 Push::CloseSession { sid, .. } => {
                     for slot in slots.iter().filter(|s| &s.sid == sid) {
                         let _ = slot.control.send(Close::LoggedOut);
+                    }
+                }
+                Push::Replace { socket, platform, .. } => {
+                    let replaced = |s: &Slot| s.socket < *socket && platform.as_ref().is_none_or(|p| *p == s.platform);
+                    for slot in slots.iter().filter(|s| replaced(s)) {
+                        let _ = slot.control.send(Close::Replaced);
                     }
                 }
             }
@@ -156,11 +185,11 @@ mod tests {
 
     #[test]
     fn every_socket_of_the_user_gets_the_push_and_nobody_else() {
-        let hub = Hub::new(8);
-        let mut a1 = hub.register(UserId(1), "s1");
-        let mut a2 = hub.register(UserId(1), "s2");
-        let mut b = hub.register(UserId(2), "s3");
-        hub.deliver(&[ev(1, 1)]);
+        let hub = Hub::new("n1", 8);
+        let mut a1 = hub.register(UserId(1), "s1", "ios");
+        let mut a2 = hub.register(UserId(1), "s2", "ios");
+        let mut b = hub.register(UserId(2), "s3", "ios");
+        hub.deliver_local(&[ev(1, 1)]);
         assert!(a1.queue.try_recv().is_ok());
         assert!(a2.queue.try_recv().is_ok());
         assert!(b.queue.try_recv().is_err());
@@ -168,11 +197,11 @@ mod tests {
 
     #[test]
     fn a_full_queue_closes_only_that_socket() {
-        let hub = Hub::new(2);
-        let slow = hub.register(UserId(1), "slow");
-        let mut fast = hub.register(UserId(1), "fast");
+        let hub = Hub::new("n1", 2);
+        let slow = hub.register(UserId(1), "slow", "ios");
+        let mut fast = hub.register(UserId(1), "fast", "ios");
         for seq in 1..=3 {
-            hub.deliver(&[ev(1, seq)]);
+            hub.deliver_local(&[ev(1, seq)]);
             while fast.queue.try_recv().is_ok() {}
         }
         assert_eq!(*slow.control.borrow(), Close::SlowConsumer);
@@ -182,11 +211,41 @@ mod tests {
 
     #[test]
     fn close_session_targets_only_that_session() {
-        let hub = Hub::new(2);
-        let a = hub.register(UserId(1), "a");
-        let b = hub.register(UserId(1), "b");
-        hub.deliver(&[Push::CloseSession { user_id: UserId(1), sid: "a".into() }]);
+        let hub = Hub::new("n1", 2);
+        let a = hub.register(UserId(1), "a", "ios");
+        let b = hub.register(UserId(1), "b", "ios");
+        hub.deliver_local(&[Push::CloseSession { user_id: UserId(1), sid: "a".into() }]);
         assert_eq!(*a.control.borrow(), Close::LoggedOut);
         assert_eq!(*b.control.borrow(), Close::Open);
+    }
+
+    #[test]
+    fn replace_closes_only_older_conflicting_sockets() {
+        let hub = Hub::new("n1", 2);
+        let old_ios = hub.register(UserId(1), "a", "ios");
+        let old_web = hub.register(UserId(1), "b", "web");
+        let new_ios = hub.register(UserId(1), "c", "ios");
+        let other_user = hub.register(UserId(2), "d", "ios");
+        let replace = |platform: Option<&str>| Push::Replace {
+            user_id: UserId(1),
+            socket: new_ios.socket.clone(),
+            platform: platform.map(str::to_owned),
+        };
+        hub.deliver_local(&[replace(Some("ios"))]);
+        assert_eq!(*old_ios.control.borrow(), Close::Replaced);
+        assert_eq!(*old_web.control.borrow(), Close::Open, "another platform stays");
+        assert_eq!(*new_ios.control.borrow(), Close::Open, "the new socket never kicks itself");
+        hub.deliver_local(&[replace(None)]);
+        assert_eq!(*old_web.control.borrow(), Close::Replaced);
+        assert_eq!(*new_ios.control.borrow(), Close::Open);
+        assert_eq!(*other_user.control.borrow(), Close::Open);
+    }
+
+    #[test]
+    fn sockets_order_by_opening_time_then_node_then_id() {
+        let a = SocketRef { opened_at: 5, node: "b".into(), id: 1 };
+        let b = SocketRef { opened_at: 6, node: "a".into(), id: 0 };
+        let c = SocketRef { opened_at: 6, node: "a".into(), id: 2 };
+        assert!(a < b && b < c);
     }
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use feige_api::error::ApiError;
 use feige_core::model::{Push, Seq};
 use feige_core::usecases::Identity;
-use feige_core::{Error, Feige, timeline};
+use feige_core::{Error, Feige, KickPolicy, timeline};
 use feige_proto::v1::{ClientFrame, Hello, Kicked, Pong, Synced, client_frame, server_frame::Payload};
 use futures::SinkExt;
 use prost::Message as _;
@@ -28,12 +28,17 @@ pub mod close_code {
     pub const IDLE: u16 = 4000;
     /// The session logged out or was replaced.
     pub const LOGGED_OUT: u16 = 4001;
+    /// A newer socket of the user took this one's place (`FEIGE_KICK_POLICY`).
+    pub const REPLACED: u16 = 4002;
     /// Too slow to keep up: resync with `since`.
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
 /// Events read per replay page.
 const REPLAY_PAGE: u32 = 500;
+/// A frame the client's connection has not taken within this long ends the socket: the
+/// reader is gone or too slow, and its queue must not grow meanwhile.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -71,13 +76,18 @@ struct Socket {
 
 impl Socket {
     async fn send(&mut self, payload: Payload) -> bool {
-        self.ws.send(Message::Binary(frames::encode(payload).into())).await.is_ok()
+        let frame = Message::Binary(frames::encode(payload).into());
+        matches!(tokio::time::timeout(SEND_TIMEOUT, self.ws.send(frame)).await, Ok(Ok(())))
     }
 
     async fn close(mut self, code: u16, reason: &'static str) {
         let _ = self.send(Payload::Kicked(Kicked { reason: reason.into() })).await;
-        let _ = self.ws.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
-        let _ = self.ws.close().await;
+        let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+        let _ = tokio::time::timeout(SEND_TIMEOUT, async {
+            let _ = self.ws.send(close).await;
+            let _ = self.ws.close().await;
+        })
+        .await;
     }
 }
 
@@ -103,11 +113,17 @@ async fn catch_up(sock: &mut Socket, feige: &Feige, who: &Identity, mut cursor: 
 async fn run(ws: WebSocket, feige: Feige, ctx: PushContext, who: Identity, since: Option<Seq>) {
     // Register before reading the timeline, so nothing written meanwhile can slip between
     // the replay and the live stream; duplicates are dropped by seq below.
-    let mut reg = ctx.hub.register(who.user_id, &who.sid);
-    crate::presence::online(&feige, who.user_id).await;
+    let mut reg = ctx.hub.register(who.user_id, &who.sid, &who.platform);
     let mut sock = Socket { ws };
-    let end = session_loop(&mut sock, &feige, &ctx, &who, since, &mut reg).await;
-    ctx.hub.unregister(who.user_id, reg.id);
+    let end = match crate::presence::online(&feige, who.user_id).await {
+        Ok(()) => {
+            kick_older_sockets(&feige, &ctx, &who, &reg).await;
+            session_loop(&mut sock, &feige, &ctx, &who, since, &mut reg).await
+        }
+        // Other nodes could not find this socket: better a reconnect than a silent one.
+        Err(_) => Ok(Some((close_code::SERVICE_RESTART, "backend_error"))),
+    };
+    ctx.hub.unregister(who.user_id, &reg.socket);
     match end {
         Ok(Some((code, reason))) => sock.close(code, reason).await,
         Ok(None) => {}
@@ -117,6 +133,18 @@ async fn run(ws: WebSocket, feige: Feige, ctx: PushContext, who: Identity, since
         }
     }
     crate::presence::offline_if_gone(&feige, &ctx.hub, who.user_id).await;
+}
+
+/// Applies the kick policy: every older socket of the user that this one replaces, on any
+/// node, gets `kicked` (`replaced`) and closes.
+async fn kick_older_sockets(feige: &Feige, ctx: &PushContext, who: &Identity, reg: &crate::hub::Registration) {
+    let platform = match feige.config.kick_policy {
+        KickPolicy::Multi => return,
+        KickPolicy::PerPlatform => Some(who.platform.clone()),
+        KickPolicy::Single => None,
+    };
+    let replace = Push::Replace { user_id: who.user_id, socket: reg.socket.clone(), platform };
+    ctx.sink.deliver(std::slice::from_ref(&replace)).await;
 }
 
 /// Runs until the socket should end; returns the close to send, if any.
@@ -165,7 +193,7 @@ async fn session_loop(
                     let Some(c) = catch_up(sock, feige, who, cursor).await? else { return Ok(None) };
                     cursor = c;
                 }
-                Some(Push::CloseSession { .. }) => {}
+                Some(Push::CloseSession { .. } | Push::Replace { .. }) => {}
                 None => return Ok(Some((close_code::SLOW_CONSUMER, "slow_consumer"))),
             },
             changed = reg.control.changed() => {
@@ -174,6 +202,7 @@ async fn session_loop(
                     Close::Open => {}
                     Close::SlowConsumer => return Ok(Some((close_code::SLOW_CONSUMER, "slow_consumer"))),
                     Close::LoggedOut => return Ok(Some((close_code::LOGGED_OUT, "logged_out"))),
+                    Close::Replaced => return Ok(Some((close_code::REPLACED, "replaced"))),
                 }
             }
             msg = sock.ws.recv() => match msg {

@@ -231,6 +231,25 @@ impl Presence for RedisCache {
         }
         Ok(out)
     }
+
+    /// `node:<id>` = address, with the TTL.
+    async fn announce_node(&self, node: &str, addr: &str, ttl_secs: u64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.set_ex(self.key(&format!("node:{node}")), addr, ttl_secs.max(1)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn node_addrs(&self, nodes: &[String]) -> Result<Vec<Option<String>>> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = nodes.iter().map(|n| self.key(&format!("node:{n}"))).collect();
+        let mut conn = self.conn.clone();
+        // MGET always answers an array, also for one key.
+        let addrs: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(addrs)
+    }
 }
 
 #[async_trait]

@@ -29,6 +29,7 @@ pub struct MemoryCache {
     warm: AtomicBool,
     windows: Mutex<HashMap<String, (u64, u32)>>,
     presence: Mutex<HashMap<UserId, HashMap<String, Instant>>>,
+    nodes: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 #[async_trait]
@@ -153,6 +154,18 @@ impl Presence for MemoryCache {
             })
             .collect())
     }
+
+    async fn announce_node(&self, node: &str, addr: &str, ttl_secs: u64) -> Result<()> {
+        let until = Instant::now() + Duration::from_secs(ttl_secs);
+        lock(&self.nodes).insert(node.to_owned(), (addr.to_owned(), until));
+        Ok(())
+    }
+
+    async fn node_addrs(&self, nodes: &[String]) -> Result<Vec<Option<String>>> {
+        let now = Instant::now();
+        let known = lock(&self.nodes);
+        Ok(nodes.iter().map(|n| known.get(n).filter(|(_, until)| *until > now).map(|(addr, _)| addr.clone())).collect())
+    }
 }
 
 #[async_trait]
@@ -179,8 +192,9 @@ impl MemoryBus {
 #[async_trait]
 impl EventBus for MemoryBus {
     async fn publish(&self, pushes: &[Push]) -> Result<()> {
-        for sink in self.sinks.read().unwrap_or_else(|p| p.into_inner()).iter() {
-            sink.deliver(pushes);
+        let sinks = self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for sink in sinks {
+            sink.deliver(pushes).await;
         }
         Ok(())
     }

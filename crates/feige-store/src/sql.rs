@@ -294,17 +294,18 @@ impl SessionStore for SqlDb {
         .execute(&mut *tx)
         .await
         .map_err(sql_err(DB))?;
-        let row: Option<(i64, String, Option<String>, Option<i64>)> =
-            sqlx::query_as("SELECT user_id, device_id, prev_refresh_hash, revoked_at FROM sessions WHERE sid = ?")
-                .bind(sid)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(sql_err(DB))?;
-        let Some((user_id, device_id, previous, revoked_at)) = row else {
+        let row: Option<(i64, String, String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT user_id, device_id, platform, prev_refresh_hash, revoked_at FROM sessions WHERE sid = ?",
+        )
+        .bind(sid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
+        let Some((user_id, device_id, platform, previous, revoked_at)) = row else {
             return Ok(RotateOutcome::Invalid);
         };
         let outcome = if swapped.rows_affected() == 1 {
-            RotateOutcome::Rotated { user_id: UserId(user_id), device_id }
+            RotateOutcome::Rotated { user_id: UserId(user_id), device_id, platform }
         } else if revoked_at.is_none() && previous.as_deref() == Some(old_hash) {
             // The token was good once and has been rotated away: a replay. Kill the session.
             sqlx::query("UPDATE sessions SET revoked_at = ? WHERE sid = ? AND revoked_at IS NULL")

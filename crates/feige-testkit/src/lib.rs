@@ -57,7 +57,7 @@ pub async fn session_store(users: Arc<dyn UserStore>, s: Arc<dyn SessionStore>) 
     assert_eq!(s.rotate_refresh(&a, "h1", "h2", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
     // Rotation: current hash moves on; the previous one is now a replay.
     let rotated = s.rotate_refresh(&b, "h1", "h2", now_ms() + 60_000, now_ms()).await.unwrap();
-    assert_eq!(rotated, RotateOutcome::Rotated { user_id: u, device_id: "phone".into() });
+    assert_eq!(rotated, RotateOutcome::Rotated { user_id: u, device_id: "phone".into(), platform: "ios".into() });
     assert_eq!(s.rotate_refresh(&b, "wrong", "h3", now_ms() + 1000, now_ms()).await.unwrap(), RotateOutcome::Invalid);
     assert_eq!(
         s.rotate_refresh(&b, "h1", "h3", now_ms() + 1000, now_ms()).await.unwrap(),
@@ -494,4 +494,19 @@ pub async fn presence(p: Arc<dyn Presence>) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(p.nodes_of(&[c]).await.unwrap(), vec![Vec::<String>::new()]);
     assert!(p.nodes_of(&[]).await.unwrap().is_empty());
+
+    // The node directory: where each node takes forwarded pushes, expiring the same way.
+    let (n1, n2, n3) = (unique("node"), unique("node"), unique("node"));
+    p.announce_node(&n1, "10.0.0.1:8081", 30).await.unwrap();
+    p.announce_node(&n2, "10.0.0.2:8081", 1).await.unwrap();
+    assert_eq!(
+        p.node_addrs(&[n1.clone(), n2.clone(), n3.clone()]).await.unwrap(),
+        vec![Some("10.0.0.1:8081".to_owned()), Some("10.0.0.2:8081".to_owned()), None]
+    );
+    // A restarted node announces its new address over the old one.
+    p.announce_node(&n1, "10.0.0.9:8081", 30).await.unwrap();
+    assert_eq!(p.node_addrs(std::slice::from_ref(&n1)).await.unwrap(), vec![Some("10.0.0.9:8081".to_owned())]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(p.node_addrs(&[n2]).await.unwrap(), vec![None]);
+    assert!(p.node_addrs(&[]).await.unwrap().is_empty());
 }

@@ -118,7 +118,7 @@ impl Feige {
         for old in replaced {
             self.close_session(user.user_id, &old).await?;
         }
-        let access_token = self.access_token(user.user_id, &device_id, &sid);
+        let access_token = self.access_token(user.user_id, &device_id, &sid, platform);
         Ok(LoginResult {
             user_id: user.user_id,
             device_id,
@@ -138,8 +138,8 @@ impl Feige {
         let now = now_ms();
         let expires = now + self.config.refresh_ttl_secs as i64 * 1000;
         match self.ports.sessions.rotate_refresh(sid, &sha256_hex(secret), &new_hash, expires, now).await? {
-            RotateOutcome::Rotated { user_id, device_id } => Ok(Tokens {
-                access_token: self.access_token(user_id, &device_id, sid),
+            RotateOutcome::Rotated { user_id, device_id, platform } => Ok(Tokens {
+                access_token: self.access_token(user_id, &device_id, sid, &platform),
                 refresh_token: new_token,
                 expires_in: self.config.access_ttl_secs,
             }),
@@ -167,7 +167,9 @@ impl Feige {
             state = self.ports.revocations.check(&claims.sid).await?;
         }
         match state {
-            Revocation::Valid => Ok(Identity { user_id: claims.uid, device_id: claims.did, sid: claims.sid }),
+            Revocation::Valid => {
+                Ok(Identity { user_id: claims.uid, device_id: claims.did, sid: claims.sid, platform: claims.plt })
+            }
             Revocation::Revoked => Err(Error::unauthorized("token_revoked", "this session has been logged out")),
             Revocation::Cold => Err(Error::unavailable("cache", "revocation cache would not warm up")),
         }
@@ -191,9 +193,9 @@ impl Feige {
         self.ports.bus.publish(&[Push::CloseSession { user_id, sid: sid.to_owned() }]).await
     }
 
-    fn access_token(&self, uid: crate::UserId, did: &str, sid: &str) -> String {
+    fn access_token(&self, uid: crate::UserId, did: &str, sid: &str, platform: &str) -> String {
         let exp = now_ms() / 1000 + self.config.access_ttl_secs as i64;
-        self.keys.sign(&Claims { uid, did: did.to_owned(), sid: sid.to_owned(), exp })
+        self.keys.sign(&Claims { uid, did: did.to_owned(), sid: sid.to_owned(), plt: platform.to_owned(), exp })
     }
 
     /// A refresh token `<sid>.<secret>` and the hash of its secret.

@@ -24,6 +24,8 @@ pub struct Identity {
     pub user_id: UserId,
     pub device_id: String,
     pub sid: String,
+    /// The platform given at login (`unknown` when none was).
+    pub platform: String,
 }
 
 /// The application: ports plus settings. Cheap to clone.
@@ -40,6 +42,15 @@ impl Feige {
     /// Builds the application; `token_secret` signs access tokens.
     pub fn new(ports: Ports, config: Config, token_secret: &[u8]) -> Self {
         Feige { ports, config: Arc::new(config), signals: Arc::default(), keys: TokenKeys::new(token_secret) }
+    }
+
+    /// The secret push nodes authenticate forwarded pushes with: `FEIGE_INTERNAL_SECRET`, or
+    /// one derived from the token key (every node of a deployment shares that already).
+    pub fn internal_secret(&self) -> String {
+        match &self.config.internal_secret {
+            Some(s) => s.clone(),
+            None => self.keys.derive("feige-internal-forwarding-v1"),
+        }
     }
 
     /// `GET /v1/users/{id}`.

@@ -28,8 +28,9 @@ pub struct RecordingSink {
     changed: Notify,
 }
 
+#[async_trait::async_trait]
 impl PushSink for RecordingSink {
-    fn deliver(&self, pushes: &[Push]) {
+    async fn deliver(&self, pushes: &[Push]) {
         self.got.lock().unwrap().extend_from_slice(pushes);
         self.changed.notify_waiters();
     }
