@@ -386,6 +386,81 @@ async fn logout_closes_that_devices_sockets_only(stack: Stack) {
     assert!(err.to_string().contains("401"), "{err}");
 }
 
+/// Backpressure: a device that stops reading is cut off (its queue overflows, or a frame
+/// cannot be written for 5 s) while another device of the same user gets every event at once;
+/// it then resumes with since=cursor and ends up with every event exactly once.
+async fn a_slow_reader_is_cut_off_and_resumes_without_loss(stack: Stack) {
+    let dir = TempDir::new().unwrap();
+    let rt = Runtime::start(dir.path(), &stack, &[("FEIGE_WS_QUEUE", "16"), ("FEIGE_SEND_RATE_PER_SEC", "0")]);
+    let (_, a) = rt.user("firehose", "d").await;
+    let (b, slow_tok) = rt.user("reader", "slow").await;
+    let (_, fast_tok) = rt.user("reader", "fast").await;
+    let mut slow = rt.ws(&slow_tok, Some(0), false).await;
+    handshake(&mut slow).await;
+    let mut fast = rt.ws(&fast_tok, Some(0), false).await;
+    handshake(&mut fast).await;
+    // 3,000 messages of 7.9 KB (24 MB) outgrow the loopback socket buffers and the 16-frame queue.
+    const N: u64 = 3_000;
+    let fast_reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while (seqs.len() as u64) < N {
+            seqs.push(next_event(&mut fast).await.seq);
+        }
+        seqs
+    });
+    let started = std::time::Instant::now();
+    let body = "x".repeat(7_900);
+    for i in 0..N {
+        let msg = json!({"client_msg_id": format!("m{i}"), "to": {"kind": "user", "id": b}, "type": "text", "body": body});
+        let (s, r) = rt.call("POST", "/v1/messages", Some(&a), Some(msg)).await;
+        assert_eq!(s, 201, "{r:?}");
+    }
+    let sent_in = started.elapsed();
+    let fast_seqs = fast_reader.await.unwrap();
+    let fast_done = started.elapsed();
+    assert_eq!(fast_seqs, (1..=N).collect::<Vec<_>>());
+    assert!(
+        fast_done < sent_in + Duration::from_secs(3),
+        "the fast reader was held up: sends took {sent_in:?}, it finished after {fast_done:?}"
+    );
+    // Now the slow one reads: a prefix of the events, then its socket ends.
+    let mut got = Vec::new();
+    let end = loop {
+        match next_frame(&mut slow).await {
+            Some(Ok(Payload::Event(e))) => got.push(e.seq),
+            Some(Ok(_)) => {}
+            Some(Err(close)) => break close.map(|c| c.0),
+            None => break None,
+        }
+    };
+    assert!((got.len() as u64) < N, "the slow reader was never cut off");
+    assert!(end.is_none_or(|code| code == CloseCode::from(4008)), "unexpected close {end:?}");
+    assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>(), "what it got before the cut is in order");
+    // It resumes from its cursor and loses nothing.
+    let mut again = rt.ws(&slow_tok, Some(got.len() as u64), false).await;
+    got.extend(handshake(&mut again).await.iter().map(|e| e.seq));
+    assert_eq!(got, (1..=N).collect::<Vec<_>>());
+}
+
+/// `FEIGE_KICK_POLICY=single`: a user's new socket replaces the older one, which gets
+/// `kicked` (`replaced`) and close 4002; the new one keeps receiving.
+async fn single_kick_policy_replaces_the_older_socket(stack: Stack) {
+    let dir = TempDir::new().unwrap();
+    let rt = Runtime::start(dir.path(), &stack, &[("FEIGE_KICK_POLICY", "single")]);
+    let (_, a) = rt.user("kicker-a", "d").await;
+    let (b, web) = rt.user("kicked-b", "browser").await;
+    let (_, phone) = rt.user("kicked-b", "phone").await;
+    let mut old = rt.ws(&web, Some(0), false).await;
+    handshake(&mut old).await;
+    let mut new = rt.ws(&phone, Some(0), false).await;
+    handshake(&mut new).await;
+    let (reason, code) = expect_close(&mut old).await;
+    assert_eq!(reason.as_deref(), Some("replaced"));
+    assert_eq!(code, Some(CloseCode::from(4002)));
+    let sent = rt.send(&a, b, "to-the-new-one").await;
+    assert_eq!(next_event(&mut new).await.msg_id.as_deref(), sent["msg_id"].as_str());
+}
+
 async fn silent_sockets_time_out_and_heartbeats_keep_them_open(stack: Stack) {
     let dir = TempDir::new().unwrap();
     let rt = Runtime::start(dir.path(), &stack, &[("FEIGE_WS_IDLE_SECS", "2")]);
@@ -748,6 +823,16 @@ both_profiles!(
     data_survives_a_restart_and_sigterm_drains_sockets,
     group_chat_fan_out_and_recall,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_slow_reader_is_cut_off_and_resumes_without_loss() {
+    a_slow_reader_is_cut_off_and_resumes_without_loss(Stack::embedded()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_single_kick_policy_replaces_the_older_socket() {
+    single_kick_policy_replaces_the_older_socket(Stack::embedded()).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_redis_flush_midway_keeps_sequences_rising() {
