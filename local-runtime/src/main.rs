@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let app = feige_api::finish(router, feige);
 
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = feige_api::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when FEIGE_LISTEN ends in :0.
     println!("feige local-runtime listening on http://{addr} (role {role})");

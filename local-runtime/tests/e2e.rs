@@ -411,7 +411,8 @@ async fn a_slow_reader_is_cut_off_and_resumes_without_loss(stack: Stack) {
     let started = std::time::Instant::now();
     let body = "x".repeat(7_900);
     for i in 0..N {
-        let msg = json!({"client_msg_id": format!("m{i}"), "to": {"kind": "user", "id": b}, "type": "text", "body": body});
+        let msg =
+            json!({"client_msg_id": format!("m{i}"), "to": {"kind": "user", "id": b}, "type": "text", "body": body});
         let (s, r) = rt.call("POST", "/v1/messages", Some(&a), Some(msg)).await;
         assert_eq!(s, 201, "{r:?}");
     }

@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to the bus")?;
     let router: Router<feige_core::Feige> = feige_push::router(ctx.clone()).merge(feige_api::health::router());
     let app = feige_api::finish(router, feige.clone());
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = feige_api::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     // Tests and scripts read this line to find the port when FEIGE_LISTEN ends in :0.
     println!("feige push-tier listening on ws://{} (node {})", listener.local_addr()?, feige.config.node_id);
     let stop = shutdown.clone();

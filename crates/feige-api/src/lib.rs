@@ -52,3 +52,21 @@ pub fn finish(router: Router<Feige>, feige: Feige) -> Router {
 pub fn app(feige: Feige) -> Router {
     finish(all_actions(), feige)
 }
+
+/// Pending connections the listening socket queues. tokio's `TcpListener::bind` uses 1024: a
+/// reconnect storm overflows it and the dropped SYNs are retried only after a second.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds a listener for `addr` (`host:port`) with a deep accept queue (the kernel caps it at
+/// `net.core.somaxconn`).
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let sa = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr} resolves to nothing")))?;
+    let socket = if sa.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(sa)?;
+    socket.listen(LISTEN_BACKLOG)
+}

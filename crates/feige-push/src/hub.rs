@@ -2,10 +2,11 @@
 //! sockets through a bounded queue; a socket whose queue is full is told to close (its client
 //! resumes with `since`), so one slow reader never holds up the others.
 
-use feige_core::model::{Push, SocketRef};
+use feige_core::model::{Event, Push, SocketRef};
 use feige_core::ports::PushSink;
 use feige_core::{UserId, now_ms};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
@@ -27,7 +28,7 @@ struct Slot {
     socket: SocketRef,
     sid: String,
     platform: String,
-    queue: mpsc::Sender<Push>,
+    queue: mpsc::Sender<Arc<Event>>,
     control: watch::Sender<Close>,
 }
 
@@ -35,7 +36,9 @@ struct Slot {
 pub struct Registration {
     /// This socket, tier-wide.
     pub socket: SocketRef,
-    pub queue: mpsc::Receiver<Push>,
+    /// Events for this socket, shared with the user's other sockets (a pointer per slot keeps
+    /// an idle socket's queue small).
+    pub queue: mpsc::Receiver<Arc<Event>>,
     pub control: watch::Receiver<Close>,
 }
 
@@ -129,19 +132,22 @@ impl Hub {
                 continue;
             };
             match push {
-                Push::Event { .. } => slots.retain(|slot| match slot.queue.try_send(push.clone()) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        metrics::counter!("feige_ws_slow_disconnects_total").increment(1);
-                        let _ = slot.control.send(Close::SlowConsumer);
-                        metrics::gauge!("feige_ws_connections").decrement(1.0);
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        metrics::gauge!("feige_ws_connections").decrement(1.0);
-                        false
-                    }
-                }),
+                Push::Event { event, .. } => {
+                    let event = Arc::new(event.clone());
+                    slots.retain(|slot| match slot.queue.try_send(event.clone()) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            metrics::counter!("feige_ws_slow_disconnects_total").increment(1);
+                            let _ = slot.control.send(Close::SlowConsumer);
+                            metrics::gauge!("feige_ws_connections").decrement(1.0);
+                            false
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            metrics::gauge!("feige_ws_connections").decrement(1.0);
+                            false
+                        }
+                    })
+                }
                 Push::CloseSession { sid, .. } => {
                     for slot in slots.iter().filter(|s| &s.sid == sid) {
                         let _ = slot.control.send(Close::LoggedOut);

@@ -62,7 +62,7 @@ pub async fn serve(
     secret: &str,
     shutdown: CancellationToken,
 ) -> std::io::Result<String> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = feige_api::bind(listen).await?;
     let bound: SocketAddr = listener.local_addr()?;
     let advertised = match advertise {
         Some(a) => a.to_owned(),

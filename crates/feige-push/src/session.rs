@@ -64,6 +64,9 @@ pub async fn upgrade(
         Err(e) => return ApiError(e).into_response(),
     };
     let tracked = ctx.sessions.token();
+    // Small buffers: tungstenite's defaults (128 KiB each way) would make an idle socket cost
+    // over 100 KiB. Clients only send heartbeats and acks.
+    let ws = ws.read_buffer_size(1024).write_buffer_size(0).max_message_size(64 * 1024);
     ws.on_upgrade(move |socket| async move {
         run(socket, feige, ctx, who, q.since).await;
         drop(tracked);
@@ -177,7 +180,7 @@ async fn session_loop(
     loop {
         tokio::select! {
             push = reg.queue.recv() => match push {
-                Some(Push::Event { event, .. }) if event.seq == cursor + 1 => {
+                Some(event) if event.seq == cursor + 1 => {
                     if !sock.send(Payload::Event(frames::event(&event))).await {
                         return Ok(None);
                     }
@@ -186,14 +189,13 @@ async fn session_loop(
                     let lag_ms = feige_core::now_ms().saturating_sub(event.created_at).max(0);
                     metrics::histogram!("feige_push_delivery_seconds").record(lag_ms as f64 / 1000.0);
                 }
-                Some(Push::Event { event, .. }) if event.seq <= cursor => {}
+                Some(event) if event.seq <= cursor => {}
                 // Out of order (a concurrent writer's event is not here yet): read the
                 // timeline, which never returns past a hole.
-                Some(Push::Event { .. }) => {
+                Some(_) => {
                     let Some(c) = catch_up(sock, feige, who, cursor).await? else { return Ok(None) };
                     cursor = c;
                 }
-                Some(Push::CloseSession { .. } | Push::Replace { .. }) => {}
                 None => return Ok(Some((close_code::SLOW_CONSUMER, "slow_consumer"))),
             },
             changed = reg.control.changed() => {

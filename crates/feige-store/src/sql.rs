@@ -28,6 +28,9 @@ static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/
 pub struct SqlDb {
     pub(crate) writer: AnyPool,
     pub(crate) readers: AnyPool,
+    /// SQLite (one writer connection: every round trip inside a write transaction counts, so
+    /// its statements use `RETURNING`, which MySQL lacks).
+    sqlite: bool,
 }
 
 /// Creates the database named in a MySQL URL if it does not exist yet.
@@ -86,7 +89,7 @@ impl SqlDb {
                 .connect(&format!("sqlite://{path}?mode=ro"))
                 .await
                 .map_err(sql_err(DB))?;
-            Ok(SqlDb { writer, readers })
+            Ok(SqlDb { writer, readers, sqlite: true })
         } else if url.starts_with("mysql://") {
             ensure_mysql_database(url).await?;
             let pool = AnyPoolOptions::new()
@@ -97,7 +100,7 @@ impl SqlDb {
                 .await
                 .map_err(sql_err(DB))?;
             MYSQL_MIGRATIONS.run(&pool).await.map_err(|e| Error::internal(format!("db migrations: {e}")))?;
-            Ok(SqlDb { writer: pool.clone(), readers: pool })
+            Ok(SqlDb { writer: pool.clone(), readers: pool, sqlite: false })
         } else {
             Err(Error::bad_request(
                 "unsupported_backend",
@@ -390,30 +393,47 @@ impl ChatStore for SqlDb {
 
     async fn append_message(&self, m: &NewMessage) -> Result<Appended> {
         let conv = m.conversation_id.to_string();
+        let not_member = || Error::forbidden("not_member", "you are not a member of this conversation");
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
-        let member: Option<(i64,)> = sqlx::query_as(
-            "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1",
-        )
-        .bind(&conv)
-        .bind(m.sender_id.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(sql_err(DB))?;
-        if member.is_none() {
-            return Err(Error::forbidden("not_member", "you are not a member of this conversation"));
-        }
-        // The UPDATE takes the conversation's row lock: concurrent sends queue here.
-        sqlx::query("UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?")
+        let conv_seq: i64 = if self.sqlite {
+            // Membership check, seq increment and read in one statement.
+            let taken: Option<(i64,)> = sqlx::query_as(
+                "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ? AND EXISTS                  (SELECT 1 FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1)                  RETURNING last_seq",
+            )
             .bind(m.created_at)
             .bind(&conv)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_err(DB))?;
-        let (conv_seq,): (i64,) = sqlx::query_as("SELECT last_seq FROM conversations WHERE id = ?")
             .bind(&conv)
-            .fetch_one(&mut *tx)
+            .bind(m.sender_id.0)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(sql_err(DB))?;
+            taken.ok_or_else(not_member)?.0
+        } else {
+            let member: Option<(i64,)> = sqlx::query_as(
+                "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1",
+            )
+            .bind(&conv)
+            .bind(m.sender_id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql_err(DB))?;
+            if member.is_none() {
+                return Err(not_member());
+            }
+            // The UPDATE takes the conversation's row lock: concurrent sends queue here.
+            sqlx::query("UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?")
+                .bind(m.created_at)
+                .bind(&conv)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err(DB))?;
+            let (conv_seq,): (i64,) = sqlx::query_as("SELECT last_seq FROM conversations WHERE id = ?")
+                .bind(&conv)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sql_err(DB))?;
+            conv_seq
+        };
         let inserted = sqlx::query(
             "INSERT INTO messages (msg_id, conversation_id, conv_seq, sender_id, client_msg_id, type, body, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

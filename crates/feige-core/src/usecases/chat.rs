@@ -100,7 +100,11 @@ impl Feige {
                 }
             }
         };
-        let members = chat.members(message.conversation_id).await?;
+        let members = match message.conversation_id {
+            // A one-to-one conversation's members are in its id.
+            ConversationId::Direct(a, b) => vec![a, b],
+            ConversationId::Group(_) => chat.members(message.conversation_id).await?,
+        };
         let event = Event::message(&message);
         let written = self.fan_out(&members, &event, !created).await?;
         let seq = written.iter().find(|(u, _)| *u == who.user_id).map(|(_, s)| *s).unwrap_or(0);
@@ -121,9 +125,13 @@ impl Feige {
                 Err(Error::bad_request("invalid_recipient", "cannot send a message to yourself"))
             }
             Target::User(peer) => {
-                self.user(peer).await?;
                 let conv = ConversationId::direct(me, peer);
-                self.ports.chat.ensure_direct(conv, now_ms()).await?;
+                // Users are never deleted: once the conversation exists, both users do.
+                if !self.known_direct.contains(conv) {
+                    self.user(peer).await?;
+                    self.ports.chat.ensure_direct(conv, now_ms()).await?;
+                    self.known_direct.insert(conv);
+                }
                 Ok(conv)
             }
             Target::Group(g) => {
