@@ -6,10 +6,15 @@ use feige_core::{Config, Feige};
 
 pub use feige_backends::Needs;
 
-/// Builds the application for a Lambda from the environment. A shared `FEIGE_TOKEN_SECRET` is
-/// required: every instance must verify tokens issued by every other.
+/// Builds the application for a Lambda from the environment, after reading the variables
+/// given as Secrets Manager ARNs (`FEIGE_<VAR>_SECRET_ARN`, see `feige-secrets`). A shared
+/// `FEIGE_TOKEN_SECRET` is required: every instance must verify tokens issued by every other.
 pub async fn app(router: Router<Feige>, needs: Needs) -> Result<Router, lambda_http::Error> {
-    let config = Config::from_env()?;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let endpoint = std::env::var("FEIGE_SECRETS_ENDPOINT_URL").ok().filter(|v| !v.is_empty());
+    let secrets = feige_secrets::resolve(&env, endpoint.as_deref()).await?;
+    let config =
+        Config::from_lookup(|k| secrets.get(k).cloned().or_else(|| std::env::var(k).ok().filter(|v| !v.is_empty())))?;
     if config.token_secret.is_none() {
         return Err("FEIGE_TOKEN_SECRET must be set for Lambda functions".into());
     }

@@ -67,7 +67,9 @@ impl Emulator {
         let dir = TempDir::new().unwrap();
         let mut all_env: serde_json::Map<String, Value> = env.into_iter().map(|(k, v)| (k, json!(v))).collect();
         all_env.insert("FEIGE_DATA_DIR".into(), json!(dir.path().join("data").display().to_string()));
-        all_env.insert("FEIGE_TOKEN_SECRET".into(), json!("emulator-test-secret-0123456789"));
+        if !all_env.contains_key("FEIGE_TOKEN_SECRET_ARN") {
+            all_env.insert("FEIGE_TOKEN_SECRET".into(), json!("emulator-test-secret-0123456789"));
+        }
         all_env.insert("FEIGE_SEND_RATE_PER_SEC".into(), json!("0"));
         all_env.insert("RUST_LOG".into(), json!("warn"));
         let functions: serde_json::Map<String, Value> =
@@ -203,4 +205,97 @@ async fn functions_under_the_runtime_api_on_real_backends() {
     let _ = Command::new("mariadb")
         .args(["-uroot", "-h127.0.0.1", "-e", &format!("DROP DATABASE IF EXISTS `{db}`")])
         .status();
+}
+
+/// A Secrets Manager stand-in: answers `GetSecretValue` (AWS JSON 1.1) for the ARNs it knows
+/// and counts the SigV4-signed calls per ARN.
+async fn secrets_stub(
+    secrets: std::collections::HashMap<String, String>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (secrets, log) = (secrets.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then as much body as content-length says.
+                let (head, body) = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.to_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break (head.to_lowercase(), body.to_owned());
+                        }
+                    }
+                };
+                let id =
+                    serde_json::from_str::<Value>(&body).ok().and_then(|b| b["SecretId"].as_str().map(str::to_owned));
+                let signed = head.contains("authorization: aws4-hmac-sha256")
+                    && head.contains("x-amz-target: secretsmanager.getsecretvalue");
+                let (status, reply) = match id.as_ref().and_then(|id| secrets.get(id).map(|v| (id, v))) {
+                    Some((id, value)) if signed => {
+                        log.lock().unwrap().push(id.clone());
+                        ("200 OK", json!({"ARN": id, "Name": "n", "SecretString": value, "VersionId": "v1"}))
+                    }
+                    _ => (
+                        "400 Bad Request",
+                        json!({"__type": "ResourceNotFoundException", "message": "Secrets Manager can't find the specified secret."}),
+                    ),
+                };
+                let reply = reply.to_string();
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// On Lambda the functions get secret ARNs, not values: the token secret and the database URL
+/// come from (a stand-in for) Secrets Manager, and two different functions agree on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_read_their_secrets_from_secrets_manager() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("from-secret.db");
+    let token_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:feige/token-AbCdEf";
+    let db_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:feige/db-url-GhIjKl";
+    let token_secret = "token-secret-from-secrets-manager-0123";
+    let secrets = [(token_arn, token_secret.to_owned()), (db_arn, format!("sqlite://{}", db.display()))];
+    let (port, seen) = secrets_stub(secrets.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()).await;
+    let env = vec![
+        ("FEIGE_TOKEN_SECRET_ARN".to_owned(), token_arn.to_owned()),
+        ("FEIGE_DB_URL_SECRET_ARN".to_owned(), db_arn.to_owned()),
+        ("FEIGE_SECRETS_ENDPOINT_URL".to_owned(), format!("http://127.0.0.1:{port}")),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "AKIDEXAMPLE".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+    ];
+    let emu = Emulator::start(env);
+    // auth issues the token, users verifies it: both read the same secret.
+    let (id, token) = emu.user("secretive").await;
+    let (s, me) = emu.call("GET", "/v1/users/me", Some(&token), None).await;
+    assert_eq!((s, me["user_id"].as_i64()), (200, Some(id)));
+    let claims = feige_core::auth::TokenKeys::new(token_secret.as_bytes()).verify(&token, 0);
+    assert!(claims.is_ok(), "the token is not signed with the secret's value");
+    assert!(db.exists(), "the database URL did not come from its secret");
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().filter(|a| *a == token_arn).count() >= 2, "both functions fetch the token secret: {seen:?}");
+    assert!(seen.iter().any(|a| a == db_arn), "{seen:?}");
 }

@@ -192,7 +192,9 @@ pub async fn connect_for(config: &Config, needs: Needs) -> Result<Backends> {
         }
         "kafka" => {
             let settings = kafka_settings(config).await?;
-            let b = Arc::new(KafkaBus::connect(&settings).await?);
+            // Off the start-up path (a Lambda cold start); /readyz shows the bus until it answers.
+            // A process that also consumes checks the topic before subscribing.
+            let b = Arc::new(KafkaBus::connect_in_background(&settings)?);
             probes.push(("bus", b.clone()));
             (b, BusKind::Kafka(settings))
         }

@@ -35,6 +35,25 @@ impl KafkaBus {
     /// answers within about ten seconds.
     pub async fn connect(settings: &KafkaSettings) -> Result<KafkaBus> {
         ensure_topic(settings).await?;
+        Self::producer(settings)
+    }
+
+    /// The producer at once, with the topic check (and creation if missing) running in the
+    /// background: a Lambda function's cold start does not wait for the broker. librdkafka
+    /// connects in the background too; the first `publish` waits for both, and `/readyz`
+    /// reports the bus until it answers.
+    pub fn connect_in_background(settings: &KafkaSettings) -> Result<KafkaBus> {
+        let bus = Self::producer(settings)?;
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ensure_topic(&settings).await {
+                tracing::error!(topic = %settings.topic, error = %e, "kafka topic check failed; publishing will fail until the topic exists");
+            }
+        });
+        Ok(bus)
+    }
+
+    fn producer(settings: &KafkaSettings) -> Result<KafkaBus> {
         let timeout_ms = MESSAGE_TIMEOUT.as_millis().to_string();
         let producer: FutureProducer<TracingContext> = settings
             .config_with(&[
