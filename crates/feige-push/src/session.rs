@@ -36,6 +36,8 @@ pub mod close_code {
 
 /// Events read per replay page.
 const REPLAY_PAGE: u32 = 500;
+/// Most queued live events written together before the socket looks at its other inputs.
+const LIVE_BATCH: usize = 64;
 /// A frame the client's connection has not taken within this long ends the socket: the
 /// reader is gone or too slow, and its queue must not grow meanwhile.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,6 +85,16 @@ impl Socket {
         matches!(tokio::time::timeout(SEND_TIMEOUT, self.ws.send(frame)).await, Ok(Ok(())))
     }
 
+    /// Queues a frame without flushing: several frames then go out in one write.
+    async fn feed(&mut self, payload: Payload) -> bool {
+        let frame = Message::Binary(frames::encode(payload).into());
+        matches!(tokio::time::timeout(SEND_TIMEOUT, self.ws.feed(frame)).await, Ok(Ok(())))
+    }
+
+    async fn flush(&mut self) -> bool {
+        matches!(tokio::time::timeout(SEND_TIMEOUT, self.ws.flush()).await, Ok(Ok(())))
+    }
+
     async fn close(mut self, code: u16, reason: &'static str) {
         let _ = self.send(Payload::Kicked(Kicked { reason: reason.into() })).await;
         let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
@@ -101,10 +113,13 @@ async fn catch_up(sock: &mut Socket, feige: &Feige, who: &Identity, mut cursor: 
     loop {
         let page = timeline::read(&feige.ports, who.user_id, cursor, REPLAY_PAGE, grace).await?;
         for e in &page.events {
-            if !sock.send(Payload::Event(frames::event(e))).await {
+            if !sock.feed(Payload::Event(frames::event(e))).await {
                 return Ok(None);
             }
             metrics::counter!("feige_push_events_total").increment(1);
+        }
+        if !page.events.is_empty() && !sock.flush().await {
+            return Ok(None);
         }
         cursor = page.next;
         if !page.has_more {
@@ -180,21 +195,39 @@ async fn session_loop(
     loop {
         tokio::select! {
             push = reg.queue.recv() => match push {
-                Some(event) if event.seq == cursor + 1 => {
-                    if !sock.send(Payload::Event(frames::event(&event))).await {
+                Some(first) => {
+                    // This event and whatever else is already queued (bounded), in one write.
+                    let mut next = Some(first);
+                    let (mut taken, mut unflushed) = (0, false);
+                    while let Some(event) = next.take() {
+                        if event.seq == cursor + 1 {
+                            if !sock.feed(Payload::Event(frames::event(&event))).await {
+                                return Ok(None);
+                            }
+                            cursor = event.seq;
+                            unflushed = true;
+                            metrics::counter!("feige_push_events_total").increment(1);
+                            let lag_ms = feige_core::now_ms().saturating_sub(event.created_at).max(0);
+                            metrics::histogram!("feige_push_delivery_seconds").record(lag_ms as f64 / 1000.0);
+                        } else if event.seq > cursor {
+                            // Out of order (a concurrent writer's event is not here yet): read
+                            // the timeline, which never returns past a hole.
+                            if unflushed && !sock.flush().await {
+                                return Ok(None);
+                            }
+                            unflushed = false;
+                            let Some(c) = catch_up(sock, feige, who, cursor).await? else { return Ok(None) };
+                            cursor = c;
+                        }
+                        // (seq <= cursor: already sent.)
+                        taken += 1;
+                        if taken < LIVE_BATCH {
+                            next = reg.queue.try_recv().ok();
+                        }
+                    }
+                    if unflushed && !sock.flush().await {
                         return Ok(None);
                     }
-                    cursor = event.seq;
-                    metrics::counter!("feige_push_events_total").increment(1);
-                    let lag_ms = feige_core::now_ms().saturating_sub(event.created_at).max(0);
-                    metrics::histogram!("feige_push_delivery_seconds").record(lag_ms as f64 / 1000.0);
-                }
-                Some(event) if event.seq <= cursor => {}
-                // Out of order (a concurrent writer's event is not here yet): read the
-                // timeline, which never returns past a hole.
-                Some(_) => {
-                    let Some(c) = catch_up(sock, feige, who, cursor).await? else { return Ok(None) };
-                    cursor = c;
                 }
                 None => return Ok(Some((close_code::SLOW_CONSUMER, "slow_consumer"))),
             },
