@@ -14,19 +14,21 @@ use feige_core::ports::{
     EventBus, Ports, Presence, Probe, PushSink, RateLimiter, Revocations, SeqAllocator, TimelineStore,
 };
 use feige_core::{Config, Error, Feige, Result};
+#[cfg(feature = "kafka")]
 use feige_kafka::{KafkaBus, KafkaConsumer, KafkaSettings};
+#[cfg(feature = "mongo")]
 use feige_mongo::MongoTimeline;
 use feige_redis::RedisCache;
 use feige_store::memory::{MemoryBus, MemoryCache};
 use feige_store::sql::SqlDb;
 use feige_store::sqlite_timeline::SqliteTimeline;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How the bus reaches the push side.
 enum BusKind {
     Memory(Arc<MemoryBus>),
+    #[cfg(feature = "kafka")]
     Kafka(KafkaSettings),
     NotConnected,
 }
@@ -88,12 +90,24 @@ impl Backends {
     /// Whether pushes travel on a bus shared by several processes (Kafka), so that a push node
     /// must route to sockets held by other nodes; the in-process bus reaches only this process.
     pub fn bus_is_shared(&self) -> bool {
-        matches!(self.bus, BusKind::Kafka(_))
+        #[cfg(feature = "kafka")]
+        return matches!(self.bus, BusKind::Kafka(_));
+        #[cfg(not(feature = "kafka"))]
+        false
     }
 }
 
 fn scheme(url: &str) -> &str {
     url.split_once("://").map(|(s, _)| s).unwrap_or("")
+}
+
+/// A backend this binary was built without (a Lambda function linked with only what it uses).
+#[allow(dead_code)] // used only in builds without some backend
+fn built_without(var: &str, feature: &str) -> Error {
+    Error::bad_request(
+        "unsupported_backend",
+        format!("{var}: this binary was built without the `{feature}` feature of feige-backends"),
+    )
 }
 
 fn unsupported(var: &str, url: &str, expected: &str) -> Error {
@@ -103,6 +117,7 @@ fn unsupported(var: &str, url: &str, expected: &str) -> Error {
 /// The Kafka settings of a config: the bus URL — or, with `FEIGE_MSK_CLUSTER_ARN`, the
 /// brokers MSK reports for `FEIGE_MSK_AUTH` plus the client settings that mode needs — and
 /// `FEIGE_KAFKA_TOPIC`/`FEIGE_KAFKA_GROUP`.
+#[cfg(feature = "kafka")]
 pub async fn kafka_settings(config: &Config) -> Result<KafkaSettings> {
     let mut settings = match &config.msk_cluster_arn {
         Some(arn) => {
@@ -153,8 +168,11 @@ pub async fn connect_for(config: &Config, needs: Needs) -> Result<Backends> {
             probes.push(("timeline", t.clone()));
             t
         }
+        #[cfg(not(feature = "mongo"))]
+        "mongodb" | "mongodb+srv" => return Err(built_without("FEIGE_TIMELINE_URL", "mongo")),
+        #[cfg(feature = "mongo")]
         "mongodb" | "mongodb+srv" => {
-            let retention = Duration::from_secs(config.timeline_retention_days.max(1) * 24 * 3600);
+            let retention = std::time::Duration::from_secs(config.timeline_retention_days.max(1) * 24 * 3600);
             let t = Arc::new(MongoTimeline::connect_with_retention(&config.timeline_url, retention).await?);
             probes.push(("timeline", t.clone()));
             t
@@ -190,6 +208,9 @@ pub async fn connect_for(config: &Config, needs: Needs) -> Result<Backends> {
             probes.push(("bus", b.clone()));
             (b.clone(), BusKind::Memory(b))
         }
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => return Err(built_without("FEIGE_BUS_URL", "kafka")),
+        #[cfg(feature = "kafka")]
         "kafka" => {
             let settings = kafka_settings(config).await?;
             // Off the start-up path (a Lambda cold start); /readyz shows the bus until it answers.
@@ -242,14 +263,20 @@ pub async fn deliver_pushes_to(
     sink: Arc<dyn PushSink>,
     shutdown: CancellationToken,
 ) -> Result<PushFeed> {
+    #[cfg(not(feature = "kafka"))]
+    let _ = &shutdown;
     match &backends.bus {
         BusKind::Memory(bus) => {
             bus.attach(sink);
-            Ok(PushFeed { consumer: None })
+            Ok(PushFeed {
+                #[cfg(feature = "kafka")]
+                consumer: None,
+            })
         }
+        #[cfg(feature = "kafka")]
         BusKind::Kafka(settings) => {
             let consumer = KafkaConsumer::start(settings, sink, shutdown).await?;
-            if !consumer.wait_joined(Duration::from_secs(60)).await {
+            if !consumer.wait_joined(std::time::Duration::from_secs(60)).await {
                 return Err(Error::unavailable("bus", "the Kafka consumer did not join its group within 60 s"));
             }
             Ok(PushFeed { consumer: Some(consumer) })
@@ -260,6 +287,7 @@ pub async fn deliver_pushes_to(
 
 /// The running feed of [`deliver_pushes_to`].
 pub struct PushFeed {
+    #[cfg(feature = "kafka")]
     consumer: Option<feige_kafka::KafkaConsumerHandle>,
 }
 
@@ -267,6 +295,7 @@ impl PushFeed {
     /// After shutdown was cancelled: waits until the consumer committed what it handed off and
     /// left its group (so its partitions move to the other nodes at once).
     pub async fn finish(self) {
+        #[cfg(feature = "kafka")]
         if let Some(consumer) = self.consumer {
             consumer.join().await;
         }
