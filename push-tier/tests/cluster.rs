@@ -258,6 +258,8 @@ struct Seen {
     gaps: Vec<(u64, u64)>,
     /// Nodes it connected to, in order.
     connects: Vec<String>,
+    /// Replays completed (`Synced` frames): the socket is registered, presence included.
+    synced: usize,
     /// Close codes (0 = connection dropped without a close frame) and kicked reasons.
     closes: Vec<(u16, String)>,
     /// Set when the device stopped for good (logged out or replaced).
@@ -368,6 +370,7 @@ async fn device_loop(
                         }
                     }
                     Payload::Kicked(k) => kicked = k.reason,
+                    Payload::Synced(_) => seen.lock().unwrap().synced += 1,
                     _ => {}
                 },
                 Some(Ok(Message::Close(c))) => break c.map_or(0, |c| u16::from(c.code)),
@@ -520,16 +523,15 @@ async fn per_platform_kick_reaches_the_older_socket_on_another_node() {
     let (_, ios_2) = cluster.login("kim", "ipad", "ios").await;
     let first = Device::connect(&cluster, &ios_1, 0);
     let browser = Device::connect(&cluster, &web, 1);
+    // A socket sends Synced after its presence entry is written: from then on a kick from
+    // another node can find it. Then open the replacing socket on the *other* node.
     for d in [&first, &browser] {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while d.seen.lock().unwrap().connects.is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "device never connected");
+        while d.seen.lock().unwrap().synced == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "device never synced");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // Presence is written before the kick is routed; give the first sockets a moment to be
-    // registered, then open the replacing socket on the *other* node.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let second = Device::connect(&cluster, &ios_2, 1);
     assert_eq!(first.wait_ended().await, (4002, "replaced".to_owned()));
     tokio::time::sleep(Duration::from_millis(300)).await;
