@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use feige_testkit::http::Api;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -50,8 +51,7 @@ const FUNCTIONS: &[(&str, &str, &[&str])] = &[
 
 struct Emulator {
     child: Child,
-    base: String,
-    http: reqwest::Client,
+    api: Api,
     _dir: TempDir,
 }
 
@@ -88,20 +88,11 @@ impl Emulator {
         let line =
             BufReader::new(child.stdout.take().unwrap()).lines().next().expect("emulator printed nothing").unwrap();
         let base = line.rsplit(' ').next().unwrap().to_owned();
-        Emulator { child, base, http: reqwest::Client::new(), _dir: dir }
+        Emulator { child, api: Api::new(base), _dir: dir }
     }
 
     async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null))
+        self.api.call(method, path, token, body).await
     }
 
     async fn user(&self, name: &str) -> (i64, String) {

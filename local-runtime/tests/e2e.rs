@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use feige_proto::v1::{ClientFrame, Heartbeat, ServerFrame, client_frame, server_frame::Payload};
+use feige_testkit::http::Api;
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -28,8 +29,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A running local-runtime process.
 struct Runtime {
     child: Child,
-    base: String,
-    http: reqwest::Client,
+    api: Api,
 }
 
 /// Which backends a runtime uses: the embedded defaults, or the real services with names of
@@ -123,21 +123,11 @@ impl Runtime {
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .unwrap_or_else(|| panic!("odd banner: {line}"));
-        Runtime { child, base: format!("http://{base}"), http: reqwest::Client::new() }
+        Runtime { child, api: Api::new(format!("http://{base}")) }
     }
 
     async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.api.call(method, path, token, body).await
     }
 
     async fn user(&self, name: &str, device: &str) -> (i64, String) {
@@ -172,7 +162,7 @@ impl Runtime {
 
     /// Opens a socket; auth by header (or by query when `by_query`).
     async fn ws(&self, token: &str, since: Option<u64>, by_query: bool) -> Ws {
-        let host = self.base.trim_start_matches("http://");
+        let host = self.api.base.trim_start_matches("http://");
         let mut url = format!("ws://{host}/v1/ws?");
         if let Some(s) = since {
             url.push_str(&format!("since={s}&"));
@@ -379,7 +369,7 @@ async fn logout_closes_that_devices_sockets_only(stack: Stack) {
     rt.send(&a_tok, b, "still-here").await;
     assert_eq!(next_event(&mut s2).await.seq, 1);
     // The logged-out token can no longer open a socket.
-    let host = rt.base.trim_start_matches("http://");
+    let host = rt.api.base.trim_start_matches("http://");
     let err = tokio_tungstenite::connect_async(format!("ws://{host}/v1/ws?access_token={b1}")).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
     let err = tokio_tungstenite::connect_async(format!("ws://{host}/v1/ws")).await.unwrap_err();

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 use feige_proto::v1::{ServerFrame, server_frame::Payload};
+use feige_testkit::http::Api;
 use futures::StreamExt;
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -113,7 +114,9 @@ struct Cluster {
     /// Push nodes' addresses; None once stopped. Devices pick their node from here.
     nodes: Arc<Mutex<Vec<Option<String>>>>,
     procs: Mutex<Vec<Option<Proc>>>,
-    api: Proc,
+    /// The API process (kept alive; killed on drop).
+    _api_proc: Proc,
+    api: Api,
     http: reqwest::Client,
     mysql_db: (String, String),
     _broker: Option<Proc>,
@@ -167,20 +170,20 @@ impl Cluster {
         }
         let nodes = Arc::new(Mutex::new(procs.iter().map(|p| p.as_ref().map(|p| p.addr.clone())).collect()));
         let procs = Mutex::new(procs);
-        Cluster { api, nodes, procs, http: reqwest::Client::new(), mysql_db: (mysql, db), _broker: broker }
+        let api_client = Api::new(format!("http://{}", api.addr));
+        Cluster {
+            _api_proc: api,
+            api: api_client,
+            nodes,
+            procs,
+            http: reqwest::Client::new(),
+            mysql_db: (mysql, db),
+            _broker: broker,
+        }
     }
 
     async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), format!("http://{}{path}", self.api.addr));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null))
+        self.api.call(method, path, token, body).await
     }
 
     /// Registers `name` (once) and logs in a device; returns (user id, access token).

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+pub mod http;
+
 use feige_core::ids::{ConversationId, UserId};
 use feige_core::model::{Event, NewSession, RotateOutcome, TimelineEntry};
 use feige_core::ports::*;
