@@ -70,7 +70,8 @@ pub struct NewMessage {
 /// Conversations, their members and their history (MySQL / SQLite).
 #[async_trait]
 pub trait ChatStore: Send + Sync {
-    /// Creates the one-to-one conversation of its two users if it does not exist yet.
+    /// Creates the one-to-one conversation of its two users if it does not exist yet;
+    /// `404 user_not_found` if either user does not exist.
     async fn ensure_direct(&self, conv: ConversationId, now: i64) -> Result<()>;
     /// The message a sender already sent with this client id, if any.
     async fn find_by_client_id(&self, sender: UserId, client_msg_id: &str) -> Result<Option<Message>>;

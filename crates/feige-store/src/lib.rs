@@ -8,6 +8,7 @@
 //! | seqs, revocations, rate limits | `memory://` ([`memory`]) | `redis://` (issue 3) |
 //! | bus | `memory://` ([`memory::MemoryBus`]) | `kafka://` (issue 3) |
 
+mod lite;
 pub mod memory;
 pub mod sql;
 mod sql_groups;

@@ -8,6 +8,7 @@
 //! both; the row lock that `UPDATE conversations … last_seq + 1` takes orders concurrent
 //! sends to one conversation.
 
+use crate::lite::{LiteWriter, WriteGate, lite_err};
 use crate::{is_unique_violation, sql_err};
 use async_trait::async_trait;
 use feige_core::ids::{ConversationId, GroupId, UserId};
@@ -28,9 +29,9 @@ static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/
 pub struct SqlDb {
     pub(crate) writer: AnyPool,
     pub(crate) readers: AnyPool,
-    /// SQLite (one writer connection: every round trip inside a write transaction counts, so
-    /// its statements use `RETURNING`, which MySQL lacks).
-    sqlite: bool,
+    /// SQLite only: the file's writer thread, which appends messages (the hot write) with group
+    /// commit, and the gate that keeps sqlx's writes and it from overlapping.
+    lite: Option<(LiteWriter, WriteGate)>,
 }
 
 /// Creates the database named in a MySQL URL if it does not exist yet.
@@ -89,7 +90,9 @@ impl SqlDb {
                 .connect(&format!("sqlite://{path}?mode=ro"))
                 .await
                 .map_err(sql_err(DB))?;
-            Ok(SqlDb { writer, readers, sqlite: true })
+            let gate = WriteGate::default();
+            let lite = LiteWriter::start(path, DB, gate.clone())?;
+            Ok(SqlDb { writer, readers, lite: Some((lite, gate)) })
         } else if url.starts_with("mysql://") {
             ensure_mysql_database(url).await?;
             let pool = AnyPoolOptions::new()
@@ -100,12 +103,23 @@ impl SqlDb {
                 .await
                 .map_err(sql_err(DB))?;
             MYSQL_MIGRATIONS.run(&pool).await.map_err(|e| Error::internal(format!("db migrations: {e}")))?;
-            Ok(SqlDb { writer: pool.clone(), readers: pool, sqlite: false })
+            Ok(SqlDb { writer: pool.clone(), readers: pool, lite: None })
         } else {
             Err(Error::bad_request(
                 "unsupported_backend",
                 format!("FEIGE_DB_URL={url}: expected sqlite:// or mysql://"),
             ))
+        }
+    }
+}
+
+impl SqlDb {
+    /// Waits for the write turn on a SQLite file (see [`crate::lite`]); hold the guard until the
+    /// transaction has committed. MySQL needs none.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.lite {
+            Some((_, gate)) => Some(gate.enter().await),
+            None => None,
         }
     }
 }
@@ -176,6 +190,7 @@ fn message_from(row: &AnyRow) -> Result<Message> {
 #[async_trait]
 impl UserStore for SqlDb {
     async fn create_user(&self, username: &str, nickname: &str, password_hash: &str, now: i64) -> Result<User> {
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         let res = sqlx::query("INSERT INTO users (username, nickname, password_hash, created_at) VALUES (?, ?, ?, ?)")
             .bind(username)
@@ -238,6 +253,7 @@ impl UserStore for SqlDb {
 #[async_trait]
 impl SessionStore for SqlDb {
     async fn create_session(&self, s: &NewSession) -> Result<Vec<String>> {
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         let replaced: Vec<(String,)> =
             sqlx::query_as("SELECT sid FROM sessions WHERE user_id = ? AND device_id = ? AND revoked_at IS NULL")
@@ -282,6 +298,7 @@ impl SessionStore for SqlDb {
         new_expires_at: i64,
         now: i64,
     ) -> Result<RotateOutcome> {
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         // Compare-and-swap: of two concurrent refreshes with one token, exactly one wins.
         let swapped = sqlx::query(
@@ -326,6 +343,7 @@ impl SessionStore for SqlDb {
     }
 
     async fn revoke_session(&self, sid: &str, now: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE sessions SET revoked_at = ? WHERE sid = ? AND revoked_at IS NULL")
             .bind(now)
             .bind(sid)
@@ -351,7 +369,20 @@ impl ChatStore for SqlDb {
         let ConversationId::Direct(a, b) = conv else {
             return Err(Error::internal("ensure_direct on a group conversation"));
         };
+        if let Some((lite, _)) = &self.lite {
+            return lite.write(move |c| ensure_direct_lite(c, a, b, now)).await;
+        }
+        // MySQL.
         let id = conv.to_string();
+        let (found,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE id IN (?, ?)")
+            .bind(a.0)
+            .bind(b.0)
+            .fetch_one(&self.readers)
+            .await
+            .map_err(sql_err(DB))?;
+        if found != 2 {
+            return Err(no_such_user());
+        }
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         let inserted = sqlx::query(
             "INSERT INTO conversations (id, kind, last_seq, created_at, updated_at) VALUES (?, 'direct', 0, ?, ?)",
@@ -392,48 +423,37 @@ impl ChatStore for SqlDb {
     }
 
     async fn append_message(&self, m: &NewMessage) -> Result<Appended> {
+        if let Some((lite, _)) = &self.lite {
+            let m = m.clone();
+            return lite.write(move |c| append_lite(c, &m)).await;
+        }
+        // MySQL.
         let conv = m.conversation_id.to_string();
         let not_member = || Error::forbidden("not_member", "you are not a member of this conversation");
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
-        let conv_seq: i64 = if self.sqlite {
-            // Membership check, seq increment and read in one statement.
-            let taken: Option<(i64,)> = sqlx::query_as(
-                "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ? AND EXISTS                  (SELECT 1 FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1)                  RETURNING last_seq",
-            )
+        let member: Option<(i64,)> = sqlx::query_as(
+            "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1",
+        )
+        .bind(&conv)
+        .bind(m.sender_id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_err(DB))?;
+        if member.is_none() {
+            return Err(not_member());
+        }
+        // The UPDATE takes the conversation's row lock: concurrent sends queue here.
+        sqlx::query("UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?")
             .bind(m.created_at)
             .bind(&conv)
-            .bind(&conv)
-            .bind(m.sender_id.0)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await
             .map_err(sql_err(DB))?;
-            taken.ok_or_else(not_member)?.0
-        } else {
-            let member: Option<(i64,)> = sqlx::query_as(
-                "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1",
-            )
+        let (conv_seq,): (i64,) = sqlx::query_as("SELECT last_seq FROM conversations WHERE id = ?")
             .bind(&conv)
-            .bind(m.sender_id.0)
-            .fetch_optional(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(sql_err(DB))?;
-            if member.is_none() {
-                return Err(not_member());
-            }
-            // The UPDATE takes the conversation's row lock: concurrent sends queue here.
-            sqlx::query("UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?")
-                .bind(m.created_at)
-                .bind(&conv)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql_err(DB))?;
-            let (conv_seq,): (i64,) = sqlx::query_as("SELECT last_seq FROM conversations WHERE id = ?")
-                .bind(&conv)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(sql_err(DB))?;
-            conv_seq
-        };
         let inserted = sqlx::query(
             "INSERT INTO messages (msg_id, conversation_id, conv_seq, sender_id, client_msg_id, type, body, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -535,6 +555,7 @@ impl ChatStore for SqlDb {
     }
 
     async fn recall(&self, msg_id: &str, now: i64) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let done =
             sqlx::query("UPDATE messages SET recalled_at = ?, body = 'null' WHERE msg_id = ? AND recalled_at IS NULL")
                 .bind(now)
@@ -594,6 +615,7 @@ impl ChatStore for SqlDb {
 
     async fn mark_read(&self, conv: ConversationId, user: UserId, seq: Seq) -> Result<ReadOutcome> {
         let id = conv.to_string();
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         // One conditional UPDATE: concurrent readers (two devices) can only move it forward.
         let moved = sqlx::query(
@@ -637,4 +659,128 @@ impl Probe for SqlDb {
         sqlx::query("SELECT 1").execute(&self.readers).await.map_err(sql_err(DB))?;
         Ok(())
     }
+}
+
+fn no_such_user() -> Error {
+    Error::not_found("user_not_found", "no such user")
+}
+
+/// `ensure_direct` on the SQLite writer thread: both users must exist; the conversation and
+/// its two member rows are created once.
+fn ensure_direct_lite(c: &rusqlite::Connection, a: UserId, b: UserId, now: i64) -> Result<()> {
+    use rusqlite::params;
+    let err = lite_err(DB);
+    let found: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM users WHERE id IN (?, ?)")
+        .and_then(|mut s| s.query_row(params![a.0, b.0], |r| r.get(0)))
+        .map_err(&err)?;
+    if found != 2 {
+        return Err(no_such_user());
+    }
+    let id = ConversationId::Direct(a, b).to_string();
+    let created = c
+        .prepare_cached(
+            "INSERT INTO conversations (id, kind, last_seq, created_at, updated_at) VALUES (?, 'direct', 0, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![id, now, now]))
+        .map_err(&err)?;
+    if created == 1 {
+        for (me, peer) in [(a, b), (b, a)] {
+            c.prepare_cached("INSERT INTO conversation_members (conversation_id, user_id, peer_id) VALUES (?, ?, ?)")
+                .and_then(|mut s| s.execute(params![id, me.0, peer.0]))
+                .map_err(&err)?;
+        }
+    }
+    Ok(())
+}
+
+/// `append_message` on the SQLite writer thread, inside the group transaction: a retried
+/// `client_msg_id` returns the original; otherwise membership check, `conv_seq` increment and
+/// read-back in one statement, the row, and the sender's read position.
+fn append_lite(c: &rusqlite::Connection, m: &NewMessage) -> Result<Appended> {
+    use rusqlite::{OptionalExtension, params};
+    let err = lite_err(DB);
+    let existing = c
+        .prepare_cached(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE sender_id = ? AND client_msg_id = ?"))
+        .and_then(|mut s| s.query_row(params![m.sender_id.0, m.client_msg_id], lite_message).optional())
+        .map_err(&err)?;
+    if let Some(found) = existing {
+        return Ok(Appended::Existing(found?));
+    }
+    let conv = m.conversation_id.to_string();
+    let conv_seq: Option<i64> = c
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ? AND EXISTS \
+             (SELECT 1 FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1) \
+             RETURNING last_seq",
+        )
+        .and_then(|mut s| s.query_row(params![m.created_at, conv, conv, m.sender_id.0], |r| r.get(0)).optional())
+        .map_err(&err)?;
+    let conv_seq =
+        conv_seq.ok_or_else(|| Error::forbidden("not_member", "you are not a member of this conversation"))?;
+    c.prepare_cached(
+        "INSERT INTO messages (msg_id, conversation_id, conv_seq, sender_id, client_msg_id, type, body, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.msg_id,
+            conv,
+            conv_seq,
+            m.sender_id.0,
+            m.client_msg_id,
+            m.kind,
+            m.body.to_string(),
+            m.created_at
+        ])
+    })
+    .map_err(&err)?;
+    c.prepare_cached(
+        "UPDATE conversation_members SET read_seq = CASE WHEN read_seq < ? THEN ? ELSE read_seq END \
+         WHERE conversation_id = ? AND user_id = ?",
+    )
+    .and_then(|mut s| s.execute(params![conv_seq, conv_seq, conv, m.sender_id.0]))
+    .map_err(&err)?;
+    Ok(Appended::New(Message {
+        msg_id: m.msg_id.clone(),
+        conversation_id: m.conversation_id,
+        conv_seq: conv_seq as Seq,
+        sender_id: m.sender_id,
+        client_msg_id: m.client_msg_id.clone(),
+        kind: m.kind.clone(),
+        body: m.body.clone(),
+        created_at: m.created_at,
+        recalled: false,
+    }))
+}
+
+/// A `MESSAGE_COLS` row read through rusqlite (the outer error is SQLite's, the inner one a
+/// stored value Feige cannot read).
+fn lite_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Message>> {
+    let conv: String = r.get(1)?;
+    let body: String = r.get(6)?;
+    let recalled_at: Option<i64> = r.get(8)?;
+    let Ok(conversation_id) = ConversationId::parse(&conv) else {
+        return Ok(Err(Error::internal(format!("stored conversation id {conv:?}"))));
+    };
+    let body = if recalled_at.is_some() {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_str(&body) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(Error::internal(e))),
+        }
+    };
+    Ok(Ok(Message {
+        msg_id: r.get(0)?,
+        conversation_id,
+        conv_seq: r.get::<_, i64>(2)? as Seq,
+        sender_id: UserId(r.get(3)?),
+        client_msg_id: r.get(4)?,
+        kind: r.get(5)?,
+        body,
+        created_at: r.get(7)?,
+        recalled: recalled_at.is_some(),
+    }))
 }

@@ -71,6 +71,7 @@ impl GroupStore for SqlDb {
             return Err(full());
         }
         let key = feige_core::auth::random_token(18);
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         sqlx::query(
             "INSERT INTO chat_groups (create_key, name, announcement, owner_id, member_count, created_at, updated_at) \
@@ -170,6 +171,7 @@ impl GroupStore for SqlDb {
 
     async fn add_members(&self, id: GroupId, users: &[UserId], limit: u32, now: i64) -> Result<Vec<UserId>> {
         let conv = ConversationId::Group(id).to_string();
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         // Lock the group row first: concurrent invitations queue here.
         let locked = sqlx::query("UPDATE chat_groups SET updated_at = ? WHERE id = ? AND disbanded_at IS NULL")
@@ -239,6 +241,7 @@ impl GroupStore for SqlDb {
     }
 
     async fn remove_member(&self, id: GroupId, user: UserId, now: i64) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         let gone = sqlx::query(
             "UPDATE conversation_members SET active = 0 WHERE conversation_id = ? AND user_id = ? AND active = 1",
@@ -268,6 +271,7 @@ impl GroupStore for SqlDb {
         announcement: Option<&str>,
         now: i64,
     ) -> Result<Group> {
+        let turn = self.write_turn().await;
         sqlx::query(
             "UPDATE chat_groups SET name = COALESCE(?, name), announcement = COALESCE(?, announcement), updated_at = ? \
              WHERE id = ? AND disbanded_at IS NULL",
@@ -279,6 +283,7 @@ impl GroupStore for SqlDb {
         .execute(&self.writer)
         .await
         .map_err(sql_err(DB))?;
+        drop(turn);
         self.group(id).await?.ok_or_else(|| Error::not_found("group_not_found", "no such group"))
     }
 
@@ -286,6 +291,7 @@ impl GroupStore for SqlDb {
         if role == Role::Owner {
             return Err(Error::internal("set_role cannot make an owner"));
         }
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE conversation_members SET role = ? WHERE conversation_id = ? AND user_id = ? AND active = 1 AND role <> 'owner'")
             .bind(role.as_str())
             .bind(ConversationId::Group(id).to_string())
@@ -298,6 +304,7 @@ impl GroupStore for SqlDb {
 
     async fn transfer_owner(&self, id: GroupId, to: UserId, now: i64) -> Result<()> {
         let conv = ConversationId::Group(id).to_string();
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         let promoted = sqlx::query(
             "UPDATE conversation_members SET role = 'owner' WHERE conversation_id = ? AND user_id = ? AND active = 1",
@@ -327,6 +334,7 @@ impl GroupStore for SqlDb {
     }
 
     async fn disband(&self, id: GroupId, now: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
         sqlx::query("UPDATE chat_groups SET disbanded_at = ?, member_count = 0, updated_at = ? WHERE id = ? AND disbanded_at IS NULL")
             .bind(now)

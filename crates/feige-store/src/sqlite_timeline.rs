@@ -1,16 +1,18 @@
-//! Per-user timelines in a SQLite file of their own (the embedded profile).
+//! Per-user timelines in a SQLite file of their own (the embedded profile): writes on the
+//! file's writer thread with group commit ([`crate::lite`]), reads through sqlx.
 
-use crate::{is_unique_violation, sql_err};
+use crate::lite::{LiteWriter, WriteGate, is_unique, lite_err};
+use crate::sql_err;
 use async_trait::async_trait;
 use feige_core::ids::UserId;
-use feige_core::model::{Seq, TimelineEntry};
+use feige_core::model::{Event, Seq, TimelineEntry};
 use feige_core::ports::{Inserted, Probe, TimelineStore};
 use feige_core::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, Transaction};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 
 /// Opens (creating if needed) a SQLite database at a `sqlite://path` URL: one writer
 /// connection and a pool of readers.
@@ -49,128 +51,82 @@ async fn open(
 const TL: &str = "timeline";
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite-timeline");
 
-/// Most concurrent `insert_many` calls committed in one transaction.
-const GROUP_COMMIT_MAX: usize = 128;
 /// Rows per multi-row INSERT (5 parameters each, far below SQLite's limit).
 const ROWS_PER_INSERT: usize = 100;
 
-type Batch = (Vec<TimelineEntry>, oneshot::Sender<Result<Vec<Inserted>>>);
+/// A timeline row as the writer thread binds it (the event already serialised by the caller,
+/// so the one writer thread does only SQLite work).
+struct Row {
+    user_id: i64,
+    seq: i64,
+    event_key: String,
+    /// The event as JSON with `seq` 0: the row's `seq` column is the event's seq, so one
+    /// serialisation serves every member of a fan-out.
+    event: Option<Arc<str>>,
+    written_at: i64,
+}
 
 /// The embedded timeline store.
 ///
-/// Writes go through one writer task doing **group commit**: every `insert_many` waiting when
-/// the previous transaction ends joins the next one, and each caller is answered only after
-/// that transaction committed. SQLite has one writer at a time anyway; this pays its
-/// BEGIN/COMMIT (and WAL append) once per group instead of once per send.
+/// Writes go through the database's writer thread ([`LiteWriter`]): every `insert_many`
+/// waiting when the previous transaction ends joins the next one (group commit), and each
+/// caller is answered only after that transaction committed. Reads use a small sqlx pool.
 pub struct SqliteTimeline {
-    writer: SqlitePool,
+    writer: LiteWriter,
     readers: SqlitePool,
-    batches: mpsc::Sender<Batch>,
 }
 
 impl SqliteTimeline {
     /// Opens the store at `sqlite://path` and applies migrations.
     pub async fn connect(url: &str) -> Result<Self> {
-        let (writer, readers) = open(url, &MIGRATOR, TL).await?;
-        let (batches, rx) = mpsc::channel(4 * GROUP_COMMIT_MAX);
-        tokio::spawn(group_commit(writer.clone(), rx));
-        Ok(SqliteTimeline { writer, readers, batches })
-    }
-
-    /// Inserts `chunk` with one statement; if any row collides (a retry, or a seq taken by a
-    /// filler), SQLite undid that statement alone, and the rows go in one by one to learn which.
-    async fn insert_chunk(tx: &mut Transaction<'_, Sqlite>, chunk: &[TimelineEntry]) -> Result<Vec<Inserted>> {
-        if chunk.len() == 1 {
-            return Ok(vec![Self::insert_in(tx, &chunk[0]).await?]);
-        }
-        let mut sql = String::from("INSERT INTO timeline (user_id, seq, event_key, event, written_at) VALUES ");
-        sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
-        let mut query = sqlx::query(&sql);
-        for e in chunk {
-            let event = e.event.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?;
-            query = query.bind(e.user_id.0).bind(e.seq as i64).bind(&e.event_key).bind(event).bind(e.written_at);
-        }
-        match query.execute(&mut **tx).await {
-            Ok(_) => Ok(vec![Inserted::Ok; chunk.len()]),
-            Err(err) if is_unique_violation(&err) => {
-                let mut out = Vec::with_capacity(chunk.len());
-                for e in chunk {
-                    out.push(Self::insert_in(tx, e).await?);
-                }
-                Ok(out)
-            }
-            Err(err) => Err(sql_err(TL)(err)),
-        }
-    }
-
-    async fn insert_in(tx: &mut Transaction<'_, Sqlite>, e: &TimelineEntry) -> Result<Inserted> {
-        let event = e.event.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?;
-        let res =
-            sqlx::query("INSERT INTO timeline (user_id, seq, event_key, event, written_at) VALUES (?, ?, ?, ?, ?)")
-                .bind(e.user_id.0)
-                .bind(e.seq as i64)
-                .bind(&e.event_key)
-                .bind(event)
-                .bind(e.written_at)
-                .execute(&mut **tx)
-                .await;
-        match res {
-            Ok(_) => Ok(Inserted::Ok),
-            Err(err) if is_unique_violation(&err) => {
-                let at: Option<(i64,)> = sqlx::query_as("SELECT seq FROM timeline WHERE user_id = ? AND event_key = ?")
-                    .bind(e.user_id.0)
-                    .bind(&e.event_key)
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(sql_err(TL))?;
-                Ok(match at {
-                    Some((seq,)) => Inserted::AlreadyAt(seq as Seq),
-                    None => Inserted::SeqTaken,
-                })
-            }
-            Err(err) => Err(sql_err(TL)(err)),
-        }
+        let (migrated, readers) = open(url, &MIGRATOR, TL).await?;
+        migrated.close().await;
+        let writer = LiteWriter::start(url.trim_start_matches("sqlite://"), TL, WriteGate::default())?;
+        Ok(SqliteTimeline { writer, readers })
     }
 }
 
-/// The writer task: takes a batch, adds every batch already waiting (up to
-/// [`GROUP_COMMIT_MAX`]), writes them in one transaction, commits, answers each. A failure
-/// fails every batch of that transaction (none of it was committed).
-async fn group_commit(writer: SqlitePool, mut rx: mpsc::Receiver<Batch>) {
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < GROUP_COMMIT_MAX {
-            match rx.try_recv() {
-                Ok(b) => group.push(b),
-                Err(_) => break,
-            }
+/// Inserts `chunk` with one statement; if any row collides (a retry, or a seq taken by a
+/// filler), SQLite undid that statement alone, and the rows go in one by one to learn which.
+fn insert_chunk(c: &Connection, chunk: &[Row]) -> Result<Vec<Inserted>> {
+    if chunk.len() == 1 {
+        return Ok(vec![insert_one(c, &chunk[0])?]);
+    }
+    let mut sql = String::from("INSERT INTO timeline (user_id, seq, event_key, event, written_at) VALUES ");
+    sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+    let mut stmt = c.prepare_cached(&sql).map_err(lite_err(TL))?;
+    for (i, r) in chunk.iter().enumerate() {
+        let at = i * 5;
+        stmt.raw_bind_parameter(at + 1, r.user_id).map_err(lite_err(TL))?;
+        stmt.raw_bind_parameter(at + 2, r.seq).map_err(lite_err(TL))?;
+        stmt.raw_bind_parameter(at + 3, &r.event_key).map_err(lite_err(TL))?;
+        stmt.raw_bind_parameter(at + 4, r.event.as_deref()).map_err(lite_err(TL))?;
+        stmt.raw_bind_parameter(at + 5, r.written_at).map_err(lite_err(TL))?;
+    }
+    match stmt.raw_execute() {
+        Ok(_) => Ok(vec![Inserted::Ok; chunk.len()]),
+        Err(e) if is_unique(&e) => chunk.iter().map(|r| insert_one(c, r)).collect(),
+        Err(e) => Err(lite_err(TL)(e)),
+    }
+}
+
+fn insert_one(c: &Connection, r: &Row) -> Result<Inserted> {
+    let res = c
+        .prepare_cached("INSERT INTO timeline (user_id, seq, event_key, event, written_at) VALUES (?, ?, ?, ?, ?)")
+        .and_then(|mut s| s.execute(params![r.user_id, r.seq, r.event_key, r.event.as_deref(), r.written_at]));
+    match res {
+        Ok(_) => Ok(Inserted::Ok),
+        Err(e) if is_unique(&e) => {
+            let at: Option<i64> = c
+                .prepare_cached("SELECT seq FROM timeline WHERE user_id = ? AND event_key = ?")
+                .and_then(|mut s| s.query_row(params![r.user_id, r.event_key], |row| row.get(0)).optional())
+                .map_err(lite_err(TL))?;
+            Ok(match at {
+                Some(seq) => Inserted::AlreadyAt(seq as Seq),
+                None => Inserted::SeqTaken,
+            })
         }
-        let written: Result<Vec<Vec<Inserted>>> = async {
-            let mut tx = writer.begin().await.map_err(sql_err(TL))?;
-            let mut all = Vec::with_capacity(group.len());
-            for (entries, _) in &group {
-                let mut out = Vec::with_capacity(entries.len());
-                for chunk in entries.chunks(ROWS_PER_INSERT) {
-                    out.extend(SqliteTimeline::insert_chunk(&mut tx, chunk).await?);
-                }
-                all.push(out);
-            }
-            tx.commit().await.map_err(sql_err(TL))?;
-            Ok(all)
-        }
-        .await;
-        match written {
-            Ok(all) => {
-                for ((_, reply), out) in group.into_iter().zip(all) {
-                    let _ = reply.send(Ok(out));
-                }
-            }
-            Err(e) => {
-                for (_, reply) in group {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
+        Err(e) => Err(lite_err(TL)(e)),
     }
 }
 
@@ -182,10 +138,37 @@ impl TimelineStore for SqliteTimeline {
 
     /// All entries in one transaction (shared with concurrent callers, see [`SqliteTimeline`]).
     async fn insert_many(&self, entries: &[TimelineEntry]) -> Result<Vec<Inserted>> {
-        let (tx, rx) = oneshot::channel();
-        let gone = || Error::unavailable(TL, "the timeline writer stopped");
-        self.batches.send((entries.to_vec(), tx)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        // A fan-out is the same event (same key) for every member, each at its own seq.
+        let mut last: Option<(&str, Arc<str>)> = None;
+        let mut rows = Vec::with_capacity(entries.len());
+        for e in entries {
+            let event = match (&e.event, &last) {
+                (None, _) => None,
+                (Some(_), Some((key, json))) if *key == e.event_key => Some(json.clone()),
+                (Some(ev), _) => {
+                    let json: Arc<str> =
+                        serde_json::to_string(&Event { seq: 0, ..ev.clone() }).map_err(Error::internal)?.into();
+                    last = Some((&e.event_key, json.clone()));
+                    Some(json)
+                }
+            };
+            rows.push(Row {
+                user_id: e.user_id.0,
+                seq: e.seq.min(i64::MAX as u64) as i64,
+                event_key: e.event_key.clone(),
+                event,
+                written_at: e.written_at,
+            });
+        }
+        self.writer
+            .write(move |c| {
+                let mut out = Vec::with_capacity(rows.len());
+                for chunk in rows.chunks(ROWS_PER_INSERT) {
+                    out.extend(insert_chunk(c, chunk)?);
+                }
+                Ok(out)
+            })
+            .await
     }
 
     async fn read(&self, user: UserId, after: Seq, limit: u32) -> Result<Vec<TimelineEntry>> {
@@ -204,7 +187,10 @@ impl TimelineStore for SqliteTimeline {
                     user_id: user,
                     seq: seq as Seq,
                     event_key,
-                    event: event.map(|e| serde_json::from_str(&e)).transpose().map_err(Error::internal)?,
+                    event: event
+                        .map(|e| serde_json::from_str(&e).map(|ev| Event { seq: seq as Seq, ..ev }))
+                        .transpose()
+                        .map_err(Error::internal)?,
                     written_at,
                 })
             })
@@ -212,11 +198,15 @@ impl TimelineStore for SqliteTimeline {
     }
 
     async fn max_seq(&self, user: UserId) -> Result<Seq> {
-        let (max,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM timeline WHERE user_id = ?")
-            .bind(user.0)
-            .fetch_one(&self.writer)
-            .await
-            .map_err(sql_err(TL))?;
+        // On the writer: it sees every committed write (rare: only for a cold seq counter).
+        let max: Option<i64> = self
+            .writer
+            .write(move |c| {
+                c.prepare_cached("SELECT MAX(seq) FROM timeline WHERE user_id = ?")
+                    .and_then(|mut s| s.query_row([user.0], |row| row.get(0)))
+                    .map_err(lite_err(TL))
+            })
+            .await?;
         Ok(max.unwrap_or(0) as Seq)
     }
 

@@ -111,6 +111,11 @@ pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
     let c = users.create_user(&unique("c"), "C", "h", now_ms()).await.unwrap().user_id;
     let conv = ConversationId::direct(a, b);
     assert!(s.members(conv).await.unwrap().is_empty());
+    // Both users must exist.
+    let ghost = ConversationId::direct(a, UserId(i64::MAX - 7));
+    let err = s.ensure_direct(ghost, now_ms()).await.unwrap_err();
+    assert!(matches!(err, feige_core::Error::NotFound { code: "user_not_found", .. }), "{err:?}");
+    assert!(s.members(ghost).await.unwrap().is_empty());
     s.ensure_direct(conv, now_ms()).await.unwrap();
     s.ensure_direct(conv, now_ms()).await.unwrap();
     let mut members = s.members(conv).await.unwrap();

@@ -79,26 +79,33 @@ impl Feige {
             self.ports.limiter.hit(&format!("send:{}", who.user_id), self.config.send_rate_per_sec, 1).await?;
         }
         let chat = &self.ports.chat;
-        let (message, created) = match chat.find_by_client_id(who.user_id, &req.client_msg_id).await? {
-            Some(existing) => (existing, false),
-            None => {
-                let conv = self.resolve_target(who.user_id, req.to).await?;
-                let appended = chat
-                    .append_message(&NewMessage {
-                        msg_id: new_msg_id(),
-                        conversation_id: conv,
-                        sender_id: who.user_id,
-                        client_msg_id: req.client_msg_id,
-                        kind: req.kind,
-                        body: req.body,
-                        created_at: now_ms(),
-                    })
-                    .await?;
-                match appended {
-                    Appended::New(m) => (m, true),
-                    Appended::Existing(m) => (m, false),
+        // The store recognises a retried `client_msg_id` itself (the common case costs no extra
+        // lookup). Only when the sender may no longer send there (left the group, group gone)
+        // is the original looked up here: a retry of a message that was sent still gets it.
+        let client_msg_id = req.client_msg_id.clone();
+        let attempt = async {
+            let conv = self.resolve_target(who.user_id, req.to).await?;
+            chat.append_message(&NewMessage {
+                msg_id: new_msg_id(),
+                conversation_id: conv,
+                sender_id: who.user_id,
+                client_msg_id: req.client_msg_id,
+                kind: req.kind,
+                body: req.body,
+                created_at: now_ms(),
+            })
+            .await
+        };
+        let (message, created) = match attempt.await {
+            Ok(Appended::New(m)) => (m, true),
+            Ok(Appended::Existing(m)) => (m, false),
+            Err(e @ (Error::Forbidden { .. } | Error::NotFound { .. })) => {
+                match chat.find_by_client_id(who.user_id, &client_msg_id).await? {
+                    Some(existing) => (existing, false),
+                    None => return Err(e),
                 }
             }
+            Err(e) => return Err(e),
         };
         let members = match message.conversation_id {
             // A one-to-one conversation's members are in its id.
@@ -128,7 +135,6 @@ impl Feige {
                 let conv = ConversationId::direct(me, peer);
                 // Users are never deleted: once the conversation exists, both users do.
                 if !self.known_direct.contains(conv) {
-                    self.user(peer).await?;
                     self.ports.chat.ensure_direct(conv, now_ms()).await?;
                     self.known_direct.insert(conv);
                 }

@@ -1,0 +1,272 @@
+//! The embedded profile's hot writes: SQLite through rusqlite on a thread of our own, with
+//! **group commit**.
+//!
+//! sqlx runs each SQLite connection on a worker thread and every statement is a round trip to
+//! it; a send was five of them on the one writer connection, so sends queued behind thread
+//! hand-offs rather than behind SQLite (issue 7's profile). Here a caller hands the writer
+//! thread a closure; the thread takes every closure that is waiting (up to [`MAX_BATCH`]), runs
+//! them in one `BEGIN IMMEDIATE … COMMIT`, each inside its own savepoint (a failing job undoes
+//! only its own changes), and answers each caller once the transaction has committed. One
+//! hand-off per call, one commit per batch, prepared statements cached on the connection.
+//!
+//! A database file may also be written through sqlx (the rarer writes: sessions, groups, read
+//! positions). Two writers would make SQLite answer `SQLITE_BUSY` to a deferred transaction
+//! that read before it wrote, so both sides take the same [`WriteGate`] around a write
+//! transaction: SQLite never sees two writers.
+
+use feige_core::{Error, Result};
+use rusqlite::Connection;
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
+
+/// Most jobs committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// Serialises write transactions on one database file between the writer thread and sqlx.
+#[derive(Clone, Default)]
+pub(crate) struct WriteGate(Arc<Mutex<()>>);
+
+impl WriteGate {
+    /// Waits for the file's write turn (async side).
+    pub(crate) async fn enter(&self) -> OwnedMutexGuard<()> {
+        self.0.clone().lock_owned().await
+    }
+
+    fn enter_blocking(&self) -> OwnedMutexGuard<()> {
+        self.0.clone().blocking_lock_owned()
+    }
+}
+
+type Boxed = Box<dyn Any + Send>;
+
+struct Job {
+    run: Box<dyn FnOnce(&Connection) -> Result<Boxed> + Send>,
+    reply: oneshot::Sender<Result<Boxed>>,
+}
+
+/// A handle on one database file's writer thread. Cheap to clone; the thread ends when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub(crate) struct LiteWriter {
+    jobs: mpsc::Sender<Job>,
+    backend: &'static str,
+}
+
+/// Maps a rusqlite error: a busy or locked database is 503 (nothing was written), the rest 500.
+pub(crate) fn lite_err(backend: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Error::unavailable(backend, e),
+        _ => Error::internal(format!("{backend}: {e}")),
+    }
+}
+
+/// Whether a rusqlite error is a unique-key (or primary-key) violation.
+pub(crate) fn is_unique(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+/// Opens a connection to an existing database file with the settings every Feige SQLite
+/// connection uses (WAL, `synchronous = NORMAL`, busy timeout, foreign keys).
+pub(crate) fn open_connection(path: &str, backend: &'static str, read_only: bool) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(lite_err(backend))?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(lite_err(backend))?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")
+        .map_err(lite_err(backend))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl LiteWriter {
+    /// Starts the writer thread on `path` (which must exist, migrated). `gate` is shared with
+    /// every other writer of the same file.
+    pub(crate) fn start(path: &str, backend: &'static str, gate: WriteGate) -> Result<Self> {
+        let conn = open_connection(path, backend, false)?;
+        let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name(format!("feige-{backend}-writer"))
+            .spawn(move || run(conn, rx, gate, backend))
+            .map_err(|e| Error::internal(format!("{backend} writer thread: {e}")))?;
+        Ok(LiteWriter { jobs, backend })
+    }
+
+    /// Runs `f` on the writer thread inside the next group transaction; returns its result once
+    /// that transaction has committed. If `f` fails, its own changes are undone and the others'
+    /// are not.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let run = Box::new(move |c: &Connection| f(c).map(|r| Box::new(r) as Boxed));
+        let backend = self.backend;
+        let gone = move || Error::unavailable(backend, "the writer thread stopped");
+        self.jobs.send(Job { run, reply }).await.map_err(|_| gone())?;
+        let out = answer.await.map_err(|_| gone())??;
+        out.downcast::<R>().map(|b| *b).map_err(|_| Error::internal("writer reply of the wrong type"))
+    }
+}
+
+/// The writer thread: batch, `BEGIN IMMEDIATE`, one savepoint per job, `COMMIT`, answer.
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, gate: WriteGate, backend: &'static str) {
+    let err = lite_err(backend);
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let _turn = gate.enter_blocking();
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = err(e);
+            for job in batch {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+            continue;
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        for job in batch {
+            let out = run_job(&conn, job.run, &err);
+            done.push((job.reply, out));
+        }
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                for (reply, out) in done {
+                    let _ = reply.send(out);
+                }
+            }
+            Err(e) => {
+                let e = err(e);
+                let _ = conn.execute_batch("ROLLBACK");
+                for (reply, _) in done {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One job in its own savepoint; a panic counts as a failure of that job only.
+fn run_job(
+    conn: &Connection,
+    job: Box<dyn FnOnce(&Connection) -> Result<Boxed> + Send>,
+    err: &impl Fn(rusqlite::Error) -> Error,
+) -> Result<Boxed> {
+    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop).map_err(err);
+    exec("SAVEPOINT job")?;
+    let out = match std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))) {
+        Ok(out) => out,
+        Err(_) => Err(Error::internal("a write job panicked")),
+    };
+    if out.is_err() {
+        exec("ROLLBACK TO job")?;
+    }
+    exec("RELEASE job")?;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn writer(dir: &tempfile::TempDir) -> LiteWriter {
+        let path = dir.path().join("t.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)").unwrap();
+        drop(c);
+        LiteWriter::start(path.to_str().unwrap(), "test", WriteGate::default()).unwrap()
+    }
+
+    fn count(dir: &tempfile::TempDir) -> i64 {
+        let c = Connection::open(dir.path().join("t.db")).unwrap();
+        c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_jobs_share_transactions_and_each_gets_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        let calls = (0..500i64).map(|k| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.write(move |c| {
+                    c.prepare_cached("INSERT INTO t (k, v) VALUES (?, 'x')")
+                        .and_then(|mut s| s.execute([k]))
+                        .map_err(lite_err("test"))?;
+                    Ok(k * 2)
+                })
+                .await
+            })
+        });
+        let answers: Vec<i64> = futures_answers(calls).await;
+        assert_eq!(answers, (0..500).map(|k| k * 2).collect::<Vec<_>>());
+        assert_eq!(count(&dir), 500);
+    }
+
+    async fn futures_answers(calls: impl Iterator<Item = tokio::task::JoinHandle<Result<i64>>>) -> Vec<i64> {
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.unwrap().unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_or_panicking_job_undoes_only_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        let insert = |k: i64| {
+            move |c: &Connection| {
+                c.prepare_cached("INSERT INTO t (k, v) VALUES (?, 'x')")
+                    .and_then(|mut s| s.execute([k]))
+                    .map_err(lite_err("test"))
+            }
+        };
+        w.write(insert(1)).await.unwrap();
+        // Writes row 2, then fails on the duplicate 1: row 2 must not survive.
+        let dup = w
+            .write(move |c| {
+                insert(2)(c)?;
+                insert(1)(c)
+            })
+            .await;
+        assert!(dup.is_err());
+        let panicked = w
+            .write(move |c| {
+                insert(3)(c)?;
+                if c.is_autocommit() {
+                    return Ok(0);
+                }
+                panic!("boom")
+            })
+            .await;
+        assert!(panicked.is_err());
+        w.write(insert(4)).await.unwrap();
+        let c = Connection::open(dir.path().join("t.db")).unwrap();
+        let keys: Vec<i64> = c
+            .prepare("SELECT k FROM t ORDER BY k")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, vec![1, 4]);
+    }
+}
