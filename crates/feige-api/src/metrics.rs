@@ -18,6 +18,16 @@ pub fn handle() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder is installed already; then ours just stays unused.
         let _ = metrics::set_global_recorder(recorder);
+        // Histograms keep every raw sample until they are drained into their buckets; a
+        // recorder built this way has no upkeep task, so without this an unscraped process
+        // would grow by every request and every pushed event it ever timed.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new().name("feige-metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
         handle
     })
 }

@@ -127,6 +127,7 @@ impl Hub {
     /// Queues pushes on this node's sockets (never waits).
     pub fn deliver_local(&self, pushes: &[Push]) {
         let mut users = self.slots();
+        let mut emptied = Vec::new();
         for push in pushes {
             let Some(slots) = users.get_mut(&push.user_id()) else {
                 continue;
@@ -146,7 +147,10 @@ impl Hub {
                             metrics::gauge!("feige_ws_connections").decrement(1.0);
                             false
                         }
-                    })
+                    });
+                    if slots.is_empty() {
+                        emptied.push(push.user_id());
+                    }
                 }
                 Push::CloseSession { sid, .. } => {
                     for slot in slots.iter().filter(|s| &s.sid == sid) {
@@ -161,7 +165,12 @@ impl Hub {
                 }
             }
         }
-        users.retain(|_, slots| !slots.is_empty());
+        // Only the users touched here (never a scan of every socket of the node per push).
+        for user in emptied {
+            if users.get(&user).is_some_and(Vec::is_empty) {
+                users.remove(&user);
+            }
+        }
     }
 }
 

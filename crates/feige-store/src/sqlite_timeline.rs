@@ -1,7 +1,7 @@
 //! Per-user timelines in a SQLite file of their own (the embedded profile): writes on the
 //! file's writer thread with group commit ([`crate::lite`]), reads through sqlx.
 
-use crate::lite::{LiteWriter, WriteGate, is_unique, lite_err};
+use crate::lite::{LiteWriter, WriteGate, lite_err};
 use crate::sql_err;
 use async_trait::async_trait;
 use feige_core::ids::UserId;
@@ -86,13 +86,11 @@ impl SqliteTimeline {
     }
 }
 
-/// Inserts `chunk` with one statement; if any row collides (a retry, or a seq taken by a
-/// filler), SQLite undid that statement alone, and the rows go in one by one to learn which.
+/// Inserts `chunk` with one `INSERT OR IGNORE` (which, unlike a plain INSERT that may abort
+/// half-way, needs no statement journal); only if some row was ignored (a retry, or a seq
+/// taken by a filler) are the rows looked at one by one to learn what happened to each.
 fn insert_chunk(c: &Connection, chunk: &[Row]) -> Result<Vec<Inserted>> {
-    if chunk.len() == 1 {
-        return Ok(vec![insert_one(c, &chunk[0])?]);
-    }
-    let mut sql = String::from("INSERT INTO timeline (user_id, seq, event_key, event, written_at) VALUES ");
+    let mut sql = String::from("INSERT OR IGNORE INTO timeline (user_id, seq, event_key, event, written_at) VALUES ");
     sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
     let mut stmt = c.prepare_cached(&sql).map_err(lite_err(TL))?;
     for (i, r) in chunk.iter().enumerate() {
@@ -103,31 +101,31 @@ fn insert_chunk(c: &Connection, chunk: &[Row]) -> Result<Vec<Inserted>> {
         stmt.raw_bind_parameter(at + 4, r.event.as_deref()).map_err(lite_err(TL))?;
         stmt.raw_bind_parameter(at + 5, r.written_at).map_err(lite_err(TL))?;
     }
-    match stmt.raw_execute() {
-        Ok(_) => Ok(vec![Inserted::Ok; chunk.len()]),
-        Err(e) if is_unique(&e) => chunk.iter().map(|r| insert_one(c, r)).collect(),
-        Err(e) => Err(lite_err(TL)(e)),
+    let written = stmt.raw_execute().map_err(lite_err(TL))?;
+    if written == chunk.len() {
+        return Ok(vec![Inserted::Ok; chunk.len()]);
     }
+    chunk.iter().map(|r| outcome(c, r)).collect()
 }
 
-fn insert_one(c: &Connection, r: &Row) -> Result<Inserted> {
-    let res = c
-        .prepare_cached("INSERT INTO timeline (user_id, seq, event_key, event, written_at) VALUES (?, ?, ?, ?, ?)")
-        .and_then(|mut s| s.execute(params![r.user_id, r.seq, r.event_key, r.event.as_deref(), r.written_at]));
-    match res {
-        Ok(_) => Ok(Inserted::Ok),
-        Err(e) if is_unique(&e) => {
-            let at: Option<i64> = c
-                .prepare_cached("SELECT seq FROM timeline WHERE user_id = ? AND event_key = ?")
-                .and_then(|mut s| s.query_row(params![r.user_id, r.event_key], |row| row.get(0)).optional())
-                .map_err(lite_err(TL))?;
-            Ok(match at {
-                Some(seq) => Inserted::AlreadyAt(seq as Seq),
-                None => Inserted::SeqTaken,
-            })
-        }
-        Err(e) => Err(lite_err(TL)(e)),
+/// What became of a row after an `INSERT OR IGNORE`: ours is at (user, seq) → `Ok`; the event
+/// sits at another seq → `AlreadyAt`; the seq holds something else → `SeqTaken`.
+fn outcome(c: &Connection, r: &Row) -> Result<Inserted> {
+    let at_seq: Option<String> = c
+        .prepare_cached("SELECT event_key FROM timeline WHERE user_id = ? AND seq = ?")
+        .and_then(|mut s| s.query_row(params![r.user_id, r.seq], |row| row.get(0)).optional())
+        .map_err(lite_err(TL))?;
+    if at_seq.as_deref() == Some(r.event_key.as_str()) {
+        return Ok(Inserted::Ok);
     }
+    let at: Option<i64> = c
+        .prepare_cached("SELECT seq FROM timeline WHERE user_id = ? AND event_key = ?")
+        .and_then(|mut s| s.query_row(params![r.user_id, r.event_key], |row| row.get(0)).optional())
+        .map_err(lite_err(TL))?;
+    Ok(match at {
+        Some(seq) => Inserted::AlreadyAt(seq as Seq),
+        None => Inserted::SeqTaken,
+    })
 }
 
 #[async_trait]
