@@ -92,7 +92,18 @@ impl LiteWriter {
     /// every other writer of the same file.
     pub(crate) fn start(path: &str, backend: &'static str, gate: WriteGate) -> Result<Self> {
         let conn = open_connection(path, backend, false)?;
+        // Checkpoints leave the commit path: the writer never checkpoints, a checkpointer
+        // thread does (see `checkpointer`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(lite_err(backend))?;
+        let checkpoints = open_connection(path, backend, false)?;
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name(format!("feige-{backend}-ckpt"))
+            .spawn({
+                let alive = jobs.downgrade();
+                move || checkpointer(checkpoints, alive)
+            })
+            .map_err(|e| Error::internal(format!("{backend} checkpoint thread: {e}")))?;
         std::thread::Builder::new()
             .name(format!("feige-{backend}-writer"))
             .spawn(move || run(conn, rx, gate, backend))
@@ -115,6 +126,27 @@ impl LiteWriter {
         self.jobs.send(Job { run, reply }).await.map_err(|_| gone())?;
         let out = answer.await.map_err(|_| gone())??;
         out.downcast::<R>().map(|b| *b).map_err(|_| Error::internal("writer reply of the wrong type"))
+    }
+}
+
+/// How often the checkpointer copies the WAL back.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the WAL back into the database file from its own thread with `PASSIVE` checkpoints,
+/// which never block the writer. SQLite would otherwise checkpoint inside a commit every
+/// 1,000 pages; a fan-out rewrites one page per member, so that was a checkpoint (with its
+/// fsync) inside nearly every group send's commit, and every caller of that group waited.
+/// A checkpoint copies each page once however often it changed, so one per second also copies
+/// less. Ends with the writer (when `alive` can no longer be upgraded).
+fn checkpointer(conn: Connection, alive: mpsc::WeakSender<Job>) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if alive.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }
 
