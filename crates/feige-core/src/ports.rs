@@ -79,6 +79,20 @@ pub trait ChatStore: Send + Sync {
     /// `last_seq` and the sender's `read_seq` to it. A duplicate (sender, client_msg_id) returns
     /// the original instead. The conversation must exist and the sender be a member.
     async fn append_message(&self, msg: &NewMessage) -> Result<Appended>;
+    /// `append_message`, plus the current members of the message's conversation (the fan-out
+    /// set). The default asks twice; a store may answer both in one round trip.
+    async fn append_for_fan_out(&self, msg: &NewMessage) -> Result<(Appended, Vec<UserId>)> {
+        let appended = self.append_message(msg).await?;
+        let conv = match &appended {
+            Appended::New(m) | Appended::Existing(m) => m.conversation_id,
+        };
+        let members = match conv {
+            // A one-to-one conversation's members are in its id.
+            ConversationId::Direct(a, b) => vec![a, b],
+            ConversationId::Group(_) => self.members(conv).await?,
+        };
+        Ok((appended, members))
+    }
     /// Current members of a conversation (the fan-out set), empty if it does not exist.
     async fn members(&self, conv: ConversationId) -> Result<Vec<UserId>>;
     /// A user's standing in a conversation; `None` if not a member (or no such conversation).

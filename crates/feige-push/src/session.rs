@@ -18,6 +18,7 @@ use feige_proto::v1::{ClientFrame, Hello, Kicked, Pong, Synced, client_frame, se
 use futures::SinkExt;
 use prost::Message as _;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Close codes the server uses.
@@ -38,6 +39,9 @@ pub mod close_code {
 const REPLAY_PAGE: u32 = 500;
 /// Most queued live events written together before the socket looks at its other inputs.
 const LIVE_BATCH: usize = 64;
+/// How long a socket waits for a missing seq to arrive on its queue before reading the
+/// timeline instead.
+const REORDER_WAIT: Duration = Duration::from_millis(5);
 /// A frame the client's connection has not taken within this long ends the socket: the
 /// reader is gone or too slow, and its queue must not grow meanwhile.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -196,11 +200,19 @@ async fn session_loop(
         tokio::select! {
             push = reg.queue.recv() => match push {
                 Some(first) => {
-                    // This event and whatever else is already queued (bounded), in one write.
-                    let mut next = Some(first);
-                    let (mut taken, mut unflushed) = (0, false);
-                    while let Some(event) = next.take() {
-                        if event.seq == cursor + 1 {
+                    // This event and whatever else is already queued (bounded), in seq order,
+                    // in one write.
+                    let mut pending = BTreeMap::from([(first.seq, first)]);
+                    while pending.len() < LIVE_BATCH {
+                        match reg.queue.try_recv() {
+                            Ok(e) => pending.insert(e.seq, e),
+                            Err(_) => break,
+                        };
+                    }
+                    let mut unflushed = false;
+                    loop {
+                        pending.retain(|seq, _| *seq > cursor);
+                        while let Some(event) = pending.remove(&(cursor + 1)) {
                             if !sock.feed(Payload::Event(frames::event(&event))).await {
                                 return Ok(None);
                             }
@@ -209,20 +221,26 @@ async fn session_loop(
                             metrics::counter!("feige_push_events_total").increment(1);
                             let lag_ms = feige_core::now_ms().saturating_sub(event.created_at).max(0);
                             metrics::histogram!("feige_push_delivery_seconds").record(lag_ms as f64 / 1000.0);
-                        } else if event.seq > cursor {
-                            // Out of order (a concurrent writer's event is not here yet): read
-                            // the timeline, which never returns past a hole.
-                            if unflushed && !sock.flush().await {
-                                return Ok(None);
-                            }
-                            unflushed = false;
-                            let Some(c) = catch_up(sock, feige, who, cursor).await? else { return Ok(None) };
-                            cursor = c;
                         }
-                        // (seq <= cursor: already sent.)
-                        taken += 1;
-                        if taken < LIVE_BATCH {
-                            next = reg.queue.try_recv().ok();
+                        if pending.is_empty() {
+                            break;
+                        }
+                        // A gap: concurrent writers publish in no particular order, so the
+                        // missing event is usually a moment behind on the queue. Wait briefly
+                        // for it; only then read the timeline (which never returns past a hole).
+                        match tokio::time::timeout(REORDER_WAIT, reg.queue.recv()).await {
+                            Ok(Some(e)) => {
+                                pending.insert(e.seq, e);
+                            }
+                            Ok(None) => return Ok(Some((close_code::SLOW_CONSUMER, "slow_consumer"))),
+                            Err(_) => {
+                                if unflushed && !sock.flush().await {
+                                    return Ok(None);
+                                }
+                                unflushed = false;
+                                let Some(c) = catch_up(sock, feige, who, cursor).await? else { return Ok(None) };
+                                cursor = c;
+                            }
                         }
                     }
                     if unflushed && !sock.flush().await {

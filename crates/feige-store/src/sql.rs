@@ -505,6 +505,42 @@ impl ChatStore for SqlDb {
         }))
     }
 
+    /// On SQLite, one writer job: the members are those at the append, read in its transaction.
+    async fn append_for_fan_out(&self, m: &NewMessage) -> Result<(Appended, Vec<UserId>)> {
+        let Some((lite, _)) = &self.lite else {
+            let appended = self.append_message(m).await?;
+            let conv = match &appended {
+                Appended::New(msg) | Appended::Existing(msg) => msg.conversation_id,
+            };
+            let members = match conv {
+                ConversationId::Direct(a, b) => vec![a, b],
+                ConversationId::Group(_) => self.members(conv).await?,
+            };
+            return Ok((appended, members));
+        };
+        let m = m.clone();
+        lite.write(move |c| {
+            let appended = append_lite(c, &m)?;
+            let conv = match &appended {
+                Appended::New(msg) | Appended::Existing(msg) => msg.conversation_id,
+            };
+            let members = match conv {
+                ConversationId::Direct(a, b) => vec![a, b],
+                ConversationId::Group(_) => c
+                    .prepare_cached(
+                        "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND active = 1 \
+                         ORDER BY user_id",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map([conv.to_string()], |r| r.get(0).map(UserId))?.collect::<rusqlite::Result<_>>()
+                    })
+                    .map_err(lite_err(DB))?,
+            };
+            Ok((appended, members))
+        })
+        .await
+    }
+
     async fn members(&self, conv: ConversationId) -> Result<Vec<UserId>> {
         let rows: Vec<(i64,)> = sqlx::query_as(
             "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND active = 1 ORDER BY user_id",

@@ -80,12 +80,14 @@ impl Feige {
         }
         let chat = &self.ports.chat;
         // The store recognises a retried `client_msg_id` itself (the common case costs no extra
-        // lookup). Only when the sender may no longer send there (left the group, group gone)
-        // is the original looked up here: a retry of a message that was sent still gets it.
+        // lookup) and checks membership as it appends. Only when the sender may no longer send
+        // there (left the group, group gone) is the original looked up here: a retry of a
+        // message that was sent still gets it.
         let client_msg_id = req.client_msg_id.clone();
+        let to = req.to;
         let attempt = async {
             let conv = self.resolve_target(who.user_id, req.to).await?;
-            chat.append_message(&NewMessage {
+            chat.append_for_fan_out(&NewMessage {
                 msg_id: new_msg_id(),
                 conversation_id: conv,
                 sender_id: who.user_id,
@@ -96,21 +98,19 @@ impl Feige {
             })
             .await
         };
-        let (message, created) = match attempt.await {
-            Ok(Appended::New(m)) => (m, true),
-            Ok(Appended::Existing(m)) => (m, false),
+        let (message, created, members) = match attempt.await {
+            Ok((Appended::New(m), members)) => (m, true, members),
+            Ok((Appended::Existing(m), members)) => (m, false, members),
             Err(e @ (Error::Forbidden { .. } | Error::NotFound { .. })) => {
                 match chat.find_by_client_id(who.user_id, &client_msg_id).await? {
-                    Some(existing) => (existing, false),
-                    None => return Err(e),
+                    Some(existing) => {
+                        let members = chat.members(existing.conversation_id).await?;
+                        (existing, false, members)
+                    }
+                    None => return Err(self.refusal(who.user_id, to, e).await),
                 }
             }
             Err(e) => return Err(e),
-        };
-        let members = match message.conversation_id {
-            // A one-to-one conversation's members are in its id.
-            ConversationId::Direct(a, b) => vec![a, b],
-            ConversationId::Group(_) => chat.members(message.conversation_id).await?,
         };
         let event = Event::message(&message);
         let written = self.fan_out(&members, &event, !created).await?;
@@ -140,14 +140,23 @@ impl Feige {
                 }
                 Ok(conv)
             }
-            Target::Group(g) => {
-                if self.ports.groups.group(g).await?.is_none() {
-                    return Err(Error::not_found("group_not_found", "no such group"));
-                }
-                let conv = ConversationId::Group(g);
-                self.require_member(conv, me).await?;
-                Ok(conv)
-            }
+            // Membership is checked by the append itself (atomically with it); `refusal` says
+            // why when it fails.
+            Target::Group(g) => Ok(ConversationId::Group(g)),
+        }
+    }
+
+    /// The error for a send the store refused: `404 group_not_found` for a group that does not
+    /// exist (or was disbanded), else the store's own (`403 not_member`).
+    async fn refusal(&self, me: UserId, to: Target, refused: Error) -> Error {
+        let Target::Group(g) = to else { return refused };
+        match self.ports.groups.group(g).await {
+            Ok(None) => Error::not_found("group_not_found", "no such group"),
+            Ok(Some(_)) => match self.require_member(ConversationId::Group(g), me).await {
+                Ok(_) => refused,
+                Err(e) => e,
+            },
+            Err(e) => e,
         }
     }
 
