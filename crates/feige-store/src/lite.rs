@@ -48,9 +48,11 @@ impl WriteGate {
 }
 
 type Boxed = Box<dyn Any + Send>;
+/// A job as the writer thread sees it: its result type erased.
+type RunJob = Box<dyn FnOnce(&Connection) -> Result<Boxed> + Send>;
 
 struct Job {
-    run: Box<dyn FnOnce(&Connection) -> Result<Boxed> + Send>,
+    run: RunJob,
     reply: oneshot::Sender<Result<Boxed>>,
 }
 
@@ -120,7 +122,7 @@ impl LiteWriter {
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let run = Box::new(move |c: &Connection| f(c).map(|r| Box::new(r) as Boxed));
+        let run: RunJob = Box::new(move |c: &Connection| f(c).map(|r| Box::new(r) as Boxed));
         let backend = self.backend;
         let gone = move || Error::unavailable(backend, "the writer thread stopped");
         self.jobs.send(Job { run, reply }).await.map_err(|_| gone())?;
@@ -208,6 +210,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, gate: WriteGate, backend: 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
     use super::*;
 
     async fn writer(dir: &tempfile::TempDir) -> LiteWriter {
