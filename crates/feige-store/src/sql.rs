@@ -3,10 +3,11 @@
 //! sqlx's `Any` driver. Every statement is written in the SQL both dialects share; the schemas
 //! differ only in types (`migrations/sqlite`, `migrations/mysql`).
 //!
-//! On SQLite all writes go through one connection (SQLite has one writer anyway; this keeps
-//! `SQLITE_BUSY` away) and reads through a small pool, in WAL mode. On MySQL one pool serves
-//! both; the row lock that `UPDATE conversations … last_seq + 1` takes orders concurrent
-//! sends to one conversation.
+//! On SQLite the hot writes (appending a message, creating a one-to-one conversation) run on
+//! the file's writer thread with group commit ([`crate::lite`]); the other writes go through
+//! one sqlx connection and take the same write gate, so SQLite never sees two writers; reads
+//! use a small pool, in WAL mode. On MySQL one pool serves everything; the row lock that
+//! `UPDATE conversations … last_seq + 1` takes orders concurrent sends to one conversation.
 
 use crate::lite::{LiteWriter, WriteGate, lite_err};
 use crate::{is_unique_violation, sql_err};
