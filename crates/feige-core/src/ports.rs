@@ -55,6 +55,35 @@ pub enum Appended {
     Existing(Message),
 }
 
+impl Appended {
+    /// The message, new or original.
+    pub fn message(&self) -> &Message {
+        match self {
+            Appended::New(m) | Appended::Existing(m) => m,
+        }
+    }
+}
+
+/// The fan-out set of a conversation: a one-to-one conversation's members are in its id, a
+/// group's are asked for.
+pub async fn fan_out_set<S: ChatStore + ?Sized>(store: &S, conv: ConversationId) -> Result<Vec<UserId>> {
+    match conv {
+        ConversationId::Direct(a, b) => Ok(vec![a, b]),
+        ConversationId::Group(_) => store.members(conv).await,
+    }
+}
+
+/// [`ChatStore::append_for_fan_out`] in two steps: the append, then the fan-out set of the
+/// message's conversation (the trait's default, for stores that cannot do both at once).
+pub async fn append_then_members<S: ChatStore + ?Sized>(
+    store: &S,
+    msg: &NewMessage,
+) -> Result<(Appended, Vec<UserId>)> {
+    let appended = store.append_message(msg).await?;
+    let members = fan_out_set(store, appended.message().conversation_id).await?;
+    Ok((appended, members))
+}
+
 /// A message to append; `conv_seq` and `msg_id` are assigned by the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
@@ -82,16 +111,7 @@ pub trait ChatStore: Send + Sync {
     /// `append_message`, plus the current members of the message's conversation (the fan-out
     /// set). The default asks twice; a store may answer both in one round trip.
     async fn append_for_fan_out(&self, msg: &NewMessage) -> Result<(Appended, Vec<UserId>)> {
-        let appended = self.append_message(msg).await?;
-        let conv = match &appended {
-            Appended::New(m) | Appended::Existing(m) => m.conversation_id,
-        };
-        let members = match conv {
-            // A one-to-one conversation's members are in its id.
-            ConversationId::Direct(a, b) => vec![a, b],
-            ConversationId::Group(_) => self.members(conv).await?,
-        };
-        Ok((appended, members))
+        append_then_members(self, msg).await
     }
     /// Current members of a conversation (the fan-out set), empty if it does not exist.
     async fn members(&self, conv: ConversationId) -> Result<Vec<UserId>>;

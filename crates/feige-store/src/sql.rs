@@ -14,7 +14,7 @@ use crate::{is_unique_violation, sql_err};
 use async_trait::async_trait;
 use feige_core::ids::{ConversationId, GroupId, UserId};
 use feige_core::model::{ConversationSummary, Membership, Message, NewSession, ReadOutcome, RotateOutcome, Seq, User};
-use feige_core::ports::{Appended, ChatStore, NewMessage, Probe, SessionStore, UserStore};
+use feige_core::ports::{Appended, ChatStore, NewMessage, Probe, SessionStore, UserStore, append_then_members};
 use feige_core::{Error, Result};
 use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -493,38 +493,19 @@ impl ChatStore for SqlDb {
         .await
         .map_err(sql_err(DB))?;
         tx.commit().await.map_err(sql_err(DB))?;
-        Ok(Appended::New(Message {
-            msg_id: m.msg_id.clone(),
-            conversation_id: m.conversation_id,
-            conv_seq: conv_seq as Seq,
-            sender_id: m.sender_id,
-            client_msg_id: m.client_msg_id.clone(),
-            kind: m.kind.clone(),
-            body: m.body.clone(),
-            created_at: m.created_at,
-            recalled: false,
-        }))
+        Ok(Appended::New(stored(m, conv_seq)))
     }
 
     /// On SQLite, one writer job: the members are those at the append, read in its transaction.
     async fn append_for_fan_out(&self, m: &NewMessage) -> Result<(Appended, Vec<UserId>)> {
         let Some((lite, _)) = &self.lite else {
-            let appended = self.append_message(m).await?;
-            let conv = match &appended {
-                Appended::New(msg) | Appended::Existing(msg) => msg.conversation_id,
-            };
-            let members = match conv {
-                ConversationId::Direct(a, b) => vec![a, b],
-                ConversationId::Group(_) => self.members(conv).await?,
-            };
-            return Ok((appended, members));
+            return append_then_members(self, m).await;
         };
         let m = m.clone();
         lite.write(move |c| {
             let appended = append_lite(c, &m)?;
-            let conv = match &appended {
-                Appended::New(msg) | Appended::Existing(msg) => msg.conversation_id,
-            };
+            let conv = appended.message().conversation_id;
+            // As `fan_out_set`, inside this transaction.
             let members = match conv {
                 ConversationId::Direct(a, b) => vec![a, b],
                 ConversationId::Group(_) => c
@@ -698,6 +679,21 @@ impl Probe for SqlDb {
     }
 }
 
+/// The message `m` became, stored at `conv_seq`.
+fn stored(m: &NewMessage, conv_seq: i64) -> Message {
+    Message {
+        msg_id: m.msg_id.clone(),
+        conversation_id: m.conversation_id,
+        conv_seq: conv_seq as Seq,
+        sender_id: m.sender_id,
+        client_msg_id: m.client_msg_id.clone(),
+        kind: m.kind.clone(),
+        body: m.body.clone(),
+        created_at: m.created_at,
+        recalled: false,
+    }
+}
+
 fn no_such_user() -> Error {
     Error::not_found("user_not_found", "no such user")
 }
@@ -779,17 +775,7 @@ fn append_lite(c: &rusqlite::Connection, m: &NewMessage) -> Result<Appended> {
     )
     .and_then(|mut s| s.execute(params![conv_seq, conv_seq, conv, m.sender_id.0]))
     .map_err(&err)?;
-    Ok(Appended::New(Message {
-        msg_id: m.msg_id.clone(),
-        conversation_id: m.conversation_id,
-        conv_seq: conv_seq as Seq,
-        sender_id: m.sender_id,
-        client_msg_id: m.client_msg_id.clone(),
-        kind: m.kind.clone(),
-        body: m.body.clone(),
-        created_at: m.created_at,
-        recalled: false,
-    }))
+    Ok(Appended::New(stored(m, conv_seq)))
 }
 
 /// A `MESSAGE_COLS` row read through rusqlite (the outer error is SQLite's, the inner one a

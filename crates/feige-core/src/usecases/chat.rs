@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ConversationId, GroupId, UserId};
 use crate::model::{ConversationSummary, Event, Membership, Message, Seq};
 use crate::now_ms;
-use crate::ports::{Appended, NewMessage};
+use crate::ports::{Appended, NewMessage, fan_out_set};
 use crate::timeline::{self, Page};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -104,7 +104,7 @@ impl Feige {
             Err(e @ (Error::Forbidden { .. } | Error::NotFound { .. })) => {
                 match chat.find_by_client_id(who.user_id, &client_msg_id).await? {
                     Some(existing) => {
-                        let members = chat.members(existing.conversation_id).await?;
+                        let members = fan_out_set(chat.as_ref(), existing.conversation_id).await?;
                         (existing, false, members)
                     }
                     None => return Err(self.refusal(who.user_id, to, e).await),
