@@ -60,10 +60,61 @@ struct Row {
     user_id: i64,
     seq: i64,
     event_key: String,
-    /// The event as JSON with `seq` 0: the row's `seq` column is the event's seq, so one
-    /// serialisation serves every member of a fan-out.
+    /// The event as JSON with `seq` 0 (the row's `seq` column is the event's seq), shared by
+    /// every member's row of a fan-out: stored once in `timeline_event`.
     event: Option<Arc<str>>,
     written_at: i64,
+}
+
+/// The `timeline_event` rows written by one call: rows of one fan-out share one `Arc`, so
+/// one event row each.
+#[derive(Default)]
+struct EventIds(Vec<StoredEvent>);
+
+struct StoredEvent {
+    json: Arc<str>,
+    key: String,
+    id: i64,
+    /// Whether some INSERT that pointed at it ignored a row (a retry, or a seq taken).
+    maybe_unused: bool,
+}
+
+impl EventIds {
+    fn id(&mut self, c: &Connection, row: &Row) -> Result<Option<i64>> {
+        let Some(json) = &row.event else { return Ok(None) };
+        if let Some(e) = self.0.iter().rev().find(|e| Arc::ptr_eq(&e.json, json)) {
+            return Ok(Some(e.id));
+        }
+        c.prepare_cached("INSERT INTO timeline_event (event) VALUES (?)")
+            .and_then(|mut s| s.execute([&**json]))
+            .map_err(lite_err(TL))?;
+        let id = c.last_insert_rowid();
+        self.0.push(StoredEvent { json: json.clone(), key: row.event_key.clone(), id, maybe_unused: false });
+        Ok(Some(id))
+    }
+
+    fn some_row_ignored(&mut self, ids: &[Option<i64>]) {
+        for e in &mut self.0 {
+            e.maybe_unused |= ids.contains(&Some(e.id));
+        }
+    }
+
+    /// Deletes the event rows that no timeline row points at (each of their rows was already
+    /// written by an earlier try, or lost its seq).
+    fn drop_unused(&self, c: &Connection) -> Result<()> {
+        for e in self.0.iter().filter(|e| e.maybe_unused) {
+            let used: Option<i64> = c
+                .prepare_cached("SELECT 1 FROM timeline WHERE event_key = ? AND event_id = ? LIMIT 1")
+                .and_then(|mut s| s.query_row(params![e.key, e.id], |r| r.get(0)).optional())
+                .map_err(lite_err(TL))?;
+            if used.is_none() {
+                c.prepare_cached("DELETE FROM timeline_event WHERE id = ?")
+                    .and_then(|mut s| s.execute([e.id]))
+                    .map_err(lite_err(TL))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The embedded timeline store.
@@ -89,22 +140,25 @@ impl SqliteTimeline {
 /// Inserts `chunk` with one `INSERT OR IGNORE` (which, unlike a plain INSERT that may abort
 /// half-way, needs no statement journal); only if some row was ignored (a retry, or a seq
 /// taken by a filler) are the rows looked at one by one to learn what happened to each.
-fn insert_chunk(c: &Connection, chunk: &[Row]) -> Result<Vec<Inserted>> {
-    let mut sql = String::from("INSERT OR IGNORE INTO timeline (user_id, seq, event_key, event, written_at) VALUES ");
+fn insert_chunk(c: &Connection, events: &mut EventIds, chunk: &[Row]) -> Result<Vec<Inserted>> {
+    let ids = chunk.iter().map(|r| events.id(c, r)).collect::<Result<Vec<_>>>()?;
+    let mut sql =
+        String::from("INSERT OR IGNORE INTO timeline (user_id, seq, event_key, event_id, written_at) VALUES ");
     sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
     let mut stmt = c.prepare_cached(&sql).map_err(lite_err(TL))?;
-    for (i, r) in chunk.iter().enumerate() {
+    for (i, (r, id)) in chunk.iter().zip(&ids).enumerate() {
         let at = i * 5;
         stmt.raw_bind_parameter(at + 1, r.user_id).map_err(lite_err(TL))?;
         stmt.raw_bind_parameter(at + 2, r.seq).map_err(lite_err(TL))?;
         stmt.raw_bind_parameter(at + 3, &r.event_key).map_err(lite_err(TL))?;
-        stmt.raw_bind_parameter(at + 4, r.event.as_deref()).map_err(lite_err(TL))?;
+        stmt.raw_bind_parameter(at + 4, id).map_err(lite_err(TL))?;
         stmt.raw_bind_parameter(at + 5, r.written_at).map_err(lite_err(TL))?;
     }
     let written = stmt.raw_execute().map_err(lite_err(TL))?;
     if written == chunk.len() {
         return Ok(vec![Inserted::Ok; chunk.len()]);
     }
+    events.some_row_ignored(&ids);
     chunk.iter().map(|r| outcome(c, r)).collect()
 }
 
@@ -161,9 +215,11 @@ impl TimelineStore for SqliteTimeline {
         self.writer
             .write(move |c| {
                 let mut out = Vec::with_capacity(rows.len());
+                let mut events = EventIds::default();
                 for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    out.extend(insert_chunk(c, chunk)?);
+                    out.extend(insert_chunk(c, &mut events, chunk)?);
                 }
+                events.drop_unused(c)?;
                 Ok(out)
             })
             .await
@@ -171,7 +227,9 @@ impl TimelineStore for SqliteTimeline {
 
     async fn read(&self, user: UserId, after: Seq, limit: u32) -> Result<Vec<TimelineEntry>> {
         let rows: Vec<(i64, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT seq, event_key, event, written_at FROM timeline WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT t.seq, t.event_key, COALESCE(t.event, e.event), t.written_at FROM timeline t \
+             LEFT JOIN timeline_event e ON e.id = t.event_id \
+             WHERE t.user_id = ? AND t.seq > ? ORDER BY t.seq LIMIT ?",
         )
         .bind(user.0)
         .bind(after.min(i64::MAX as u64) as i64)

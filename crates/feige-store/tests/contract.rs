@@ -190,3 +190,37 @@ async fn unknown_schemes_are_refused() {
     let err = feige_store::connect(&config).await.err().unwrap();
     assert_eq!(err.code(), "unsupported_backend");
 }
+
+/// The embedded timeline stores a fan-out's event once (migration 0003), a retried fan-out
+/// adds no event row, and rows written before 0003 (JSON inline) still read back.
+#[tokio::test]
+async fn embedded_timeline_stores_a_fan_outs_event_once() {
+    use feige_core::ports::TimelineStore;
+    let dir = TempDir::new().unwrap();
+    let t = timeline(&dir).await;
+    let users: Vec<_> = (0..3).map(|_| contract::fresh_user()).collect();
+    let first: Vec<_> = users
+        .iter()
+        .map(|&u| feige_core::model::TimelineEntry { user_id: u, ..contract::entry(users[0], 1, "k1") })
+        .collect();
+    assert_eq!(t.insert_many(&first).await.unwrap(), vec![feige_core::ports::Inserted::Ok; 3]);
+    let file = rusqlite::Connection::open(dir.path().join("timeline.db")).unwrap();
+    let events = || -> i64 { file.query_row("SELECT COUNT(*) FROM timeline_event", [], |r| r.get(0)).unwrap() };
+    assert_eq!(events(), 1);
+    // The retry finds every row in place: nothing new is kept.
+    assert_eq!(t.insert_many(&first).await.unwrap(), vec![feige_core::ports::Inserted::Ok; 3]);
+    assert_eq!(events(), 1);
+    for &u in &users {
+        let read = t.read(u, 0, 10).await.unwrap();
+        assert_eq!(read, vec![feige_core::model::TimelineEntry { user_id: u, ..first[0].clone() }]);
+    }
+    // A row from before 0003 carries its event inline.
+    let old = contract::entry(users[0], 2, "k0");
+    let json = serde_json::to_string(old.event.as_ref().unwrap()).unwrap();
+    file.execute(
+        "INSERT INTO timeline (user_id, seq, event_key, event, written_at) VALUES (?, 2, 'k0', ?, ?)",
+        rusqlite::params![users[0].0, json, old.written_at],
+    )
+    .unwrap();
+    assert_eq!(t.read(users[0], 1, 10).await.unwrap(), vec![old]);
+}
