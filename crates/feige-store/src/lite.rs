@@ -97,15 +97,23 @@ impl LiteWriter {
     /// every other writer of the same file.
     pub(crate) fn start(path: &str, backend: &'static str, gate: WriteGate) -> Result<Self> {
         let conn = open_connection(path, backend, false)?;
-        // Checkpoints are the writer's own business, between batches (see `Checkpoints`).
-        // A big page cache keeps a fan-out's dirty pages in memory until COMMIT (with the
-        // default 2 MB SQLite spills them to the WAL mid-transaction, then writes them again).
+        // The writer never checkpoints inside a commit (see `Checkpoints`). A big page cache
+        // keeps a fan-out's dirty pages in memory until COMMIT (with the default 2 MB SQLite
+        // spills them to the WAL mid-transaction, then writes them again).
         conn.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -{WRITER_CACHE_KIB}; \
              PRAGMA journal_size_limit = {WAL_KEEP_BYTES}"
         ))
         .map_err(lite_err(backend))?;
+        let copies = open_connection(path, backend, false)?;
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name(format!("feige-{backend}-copy"))
+            .spawn({
+                let alive = jobs.downgrade();
+                move || copier(copies, alive, backend)
+            })
+            .map_err(|e| Error::internal(format!("{backend} checkpoint thread: {e}")))?;
         std::thread::Builder::new()
             .name(format!("feige-{backend}-writer"))
             .spawn(move || run(conn, rx, gate, backend))
@@ -133,57 +141,87 @@ impl LiteWriter {
 
 /// The writer connection's page cache.
 const WRITER_CACHE_KIB: u32 = 32 * 1024;
-/// How long the write-ahead log may collect commits before the writer checkpoints it.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-/// How long a checkpoint waits for readers still on the log.
-const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+/// How often the copier thread copies the write-ahead log back, beside the writer.
+const COPY_EVERY: Duration = Duration::from_millis(100);
+/// How long the log may collect commits before the writer restarts it.
+const RESTART_EVERY: Duration = Duration::from_millis(250);
+/// After this long without a restart (readers always on the log), the writer waits for them.
+const RESTART_OVERDUE: Duration = Duration::from_secs(1);
+/// How long an overdue restart waits for readers still on the log.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
 /// What a restarted write-ahead log is truncated back to (it is reused from its start).
 const WAL_KEEP_BYTES: u64 = 64 << 20;
 
-/// When the writer copies the write-ahead log back into the database file.
+/// Keeping the write-ahead log short.
 ///
 /// SQLite can reuse its WAL from the start only after a checkpoint has copied *all* of it
 /// back and no reader still reads from it. A `PASSIVE` checkpoint beside a busy writer never
 /// gets there: by the time it has copied the log, more commits have landed, and readers keep
 /// starting on the newest snapshot. The log then grows without end (2.3 GB in a 15 s group
 /// benchmark), every commit appends to fresh file blocks, and SQLite's own auto-checkpoint, if
-/// left on, runs on every commit. So the writer thread itself, between batches and at most
-/// every [`CHECKPOINT_EVERY`], runs a `RESTART` checkpoint: no commit can land meanwhile, it
-/// waits (up to [`CHECKPOINT_WAIT`]) for the few readers still on the log, and the next
-/// transaction writes the log from its start again, over file blocks already in the page cache.
+/// left on, runs on every commit. So the work is split:
+/// - a **copier** thread runs `PASSIVE` checkpoints every [`COPY_EVERY`]: the copying and its
+///   fsyncs happen beside the writer, not in front of the callers waiting on it;
+/// - the **writer**, between batches and at most every [`RESTART_EVERY`], runs a `RESTART`
+///   checkpoint: no commit can land meanwhile, so it copies only what the copier has not yet,
+///   and the next transaction writes the log from its start again, over file blocks already in
+///   the page cache. It does not wait for readers still on the log (it tries again after the
+///   next commit) unless the restart is [`RESTART_OVERDUE`]; then it waits up to
+///   [`RESTART_WAIT`] for them.
 ///
 /// An idle database keeps at most one interval's worth of log (read like the file; SQLite
 /// checkpoints it when the last connection closes).
 struct Checkpoints {
-    last: std::time::Instant,
+    restarted: std::time::Instant,
 }
 
 impl Checkpoints {
     fn new() -> Self {
-        Checkpoints { last: std::time::Instant::now() }
+        Checkpoints { restarted: std::time::Instant::now() }
     }
 
-    /// After a committed batch: checkpoint if the log has been collecting long enough.
+    /// After a committed batch: restart the log if it has been collecting long enough.
     fn after_commit(&mut self, conn: &Connection, backend: &'static str) {
-        if self.last.elapsed() < CHECKPOINT_EVERY {
+        let since = self.restarted.elapsed();
+        if since < RESTART_EVERY {
             return;
         }
         let started = std::time::Instant::now();
-        // Readers are short; one that is not only delays the restart to the next interval.
-        let _ = conn.busy_timeout(CHECKPOINT_WAIT);
-        let res =
-            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)));
+        let wait = if since >= RESTART_OVERDUE { RESTART_WAIT } else { Duration::ZERO };
+        let _ = conn.busy_timeout(wait);
+        let res = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
         let _ = conn.busy_timeout(BUSY_TIMEOUT);
-        match res {
-            Ok((busy, frames)) => {
-                if busy != 0 {
-                    tracing::debug!(db = backend, frames, "WAL checkpoint could not restart the log (readers)");
-                }
+        let restarted = match res {
+            Ok(busy) => busy == 0,
+            Err(e) if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy)) => false,
+            Err(e) => {
+                tracing::warn!(db = backend, error = %e, "WAL checkpoint failed");
+                false
             }
+        };
+        metrics::histogram!("feige_sqlite_checkpoint_seconds", "db" => backend).record(started.elapsed().as_secs_f64());
+        if restarted {
+            self.restarted = std::time::Instant::now();
+            metrics::counter!("feige_sqlite_wal_restarts_total", "db" => backend).increment(1);
+        } else if since >= RESTART_OVERDUE {
+            tracing::debug!(db = backend, ?since, "the WAL could not be restarted (readers on it)");
+        }
+    }
+}
+
+/// The copier thread (see [`Checkpoints`]): `PASSIVE` checkpoints, which never wait and never
+/// block the writer. Ends with the writer (when `alive` can no longer be upgraded).
+fn copier(conn: Connection, alive: mpsc::WeakSender<Job>, backend: &'static str) {
+    loop {
+        std::thread::sleep(COPY_EVERY);
+        if alive.upgrade().is_none() {
+            return;
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+            Ok(_) => {}
+            Err(e) if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy)) => {}
             Err(e) => tracing::warn!(db = backend, error = %e, "WAL checkpoint failed"),
         }
-        metrics::histogram!("feige_sqlite_checkpoint_seconds", "db" => backend).record(started.elapsed().as_secs_f64());
-        self.last = std::time::Instant::now();
     }
 }
 
@@ -321,7 +359,7 @@ mod tests {
         });
         let started = std::time::Instant::now();
         let mut round = 0i64;
-        while started.elapsed() < CHECKPOINT_EVERY * 6 {
+        while started.elapsed() < RESTART_OVERDUE + RESTART_EVERY * 2 {
             round += 1;
             w.write(move |c| {
                 let mut stmt = c.prepare_cached("INSERT INTO t (k, v) VALUES (?, ?)").map_err(lite_err("test"))?;
