@@ -136,11 +136,17 @@ fn mysql_session<'c>(conn: &'c mut sqlx::AnyConnection, _: sqlx::pool::PoolConne
     })
 }
 
-/// WAL, relaxed fsync (safe with WAL), a busy timeout and foreign keys on every connection.
+/// WAL, relaxed fsync (safe with WAL), a busy timeout and foreign keys on every sqlx connection
+/// to a SQLite file. They never checkpoint: the file's writer thread and its copier do
+/// (`lite::Checkpoints`); an automatic checkpoint would run inside a sqlx commit, holding the
+/// file's write gate while every send waits.
 fn sqlite_pragmas<'c>(conn: &'c mut sqlx::AnyConnection, _: sqlx::pool::PoolConnectionMetadata) -> BoxFuture<'c> {
     Box::pin(async move {
-        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")
-            .await?;
+        conn.execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0",
+        )
+        .await?;
         Ok(())
     })
 }
