@@ -73,10 +73,16 @@ pub(crate) fn lite_err(backend: &'static str) -> impl Fn(rusqlite::Error) -> Err
 }
 
 /// How long a statement waits for a lock another connection holds.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens a connection to an existing database file with the settings every Feige SQLite
-/// connection uses (WAL, `synchronous = NORMAL`, busy timeout, foreign keys).
+/// The settings of every Feige SQLite connection, rusqlite's and sqlx's (with [`BUSY_TIMEOUT`]):
+/// WAL, relaxed fsync (safe with WAL), foreign keys, and no automatic checkpoints — the writer
+/// thread and its copier checkpoint (see [`Checkpoints`]); an automatic one would run inside
+/// some commit, holding the file's write gate while every send waits.
+pub(crate) const SQLITE_SETTINGS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0";
+
+/// Opens a connection to an existing database file with [`SQLITE_SETTINGS`].
 pub(crate) fn open_connection(path: &str, backend: &'static str, read_only: bool) -> Result<Connection> {
     use rusqlite::OpenFlags;
     let flags = if read_only {
@@ -86,8 +92,7 @@ pub(crate) fn open_connection(path: &str, backend: &'static str, read_only: bool
     };
     let conn = Connection::open_with_flags(path, flags).map_err(lite_err(backend))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(lite_err(backend))?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")
-        .map_err(lite_err(backend))?;
+    conn.execute_batch(SQLITE_SETTINGS).map_err(lite_err(backend))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -97,12 +102,10 @@ impl LiteWriter {
     /// every other writer of the same file.
     pub(crate) fn start(path: &str, backend: &'static str, gate: WriteGate) -> Result<Self> {
         let conn = open_connection(path, backend, false)?;
-        // The writer never checkpoints inside a commit (see `Checkpoints`). A big page cache
-        // keeps a fan-out's dirty pages in memory until COMMIT (with the default 2 MB SQLite
-        // spills them to the WAL mid-transaction, then writes them again).
+        // A big page cache keeps a fan-out's dirty pages in memory until COMMIT (with the
+        // default 2 MB SQLite spills them to the WAL mid-transaction, then writes them again).
         conn.execute_batch(&format!(
-            "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -{WRITER_CACHE_KIB}; \
-             PRAGMA journal_size_limit = {WAL_KEEP_BYTES}"
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA journal_size_limit = {WAL_KEEP_BYTES}"
         ))
         .map_err(lite_err(backend))?;
         let copies = open_connection(path, backend, false)?;

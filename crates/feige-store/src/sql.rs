@@ -9,7 +9,7 @@
 //! use a small pool, in WAL mode. On MySQL one pool serves everything; the row lock that
 //! `UPDATE conversations … last_seq + 1` takes orders concurrent sends to one conversation.
 
-use crate::lite::{LiteWriter, WriteGate, lite_err};
+use crate::lite::{BUSY_TIMEOUT, LiteWriter, SQLITE_SETTINGS, WriteGate, lite_err};
 use crate::{is_unique_violation, sql_err};
 use async_trait::async_trait;
 use feige_core::ids::{ConversationId, GroupId, UserId};
@@ -136,20 +136,19 @@ fn mysql_session<'c>(conn: &'c mut sqlx::AnyConnection, _: sqlx::pool::PoolConne
     })
 }
 
-/// WAL, relaxed fsync (safe with WAL), a busy timeout and foreign keys on every sqlx connection
-/// to a SQLite file. They never checkpoint: the file's writer thread and its copier do
-/// (`lite::Checkpoints`); an automatic checkpoint would run inside a sqlx commit, holding the
-/// file's write gate while every send waits.
+/// The settings of every SQLite connection ([`crate::lite::SQLITE_SETTINGS`]) on each sqlx
+/// connection to a SQLite file.
 fn sqlite_pragmas<'c>(conn: &'c mut sqlx::AnyConnection, _: sqlx::pool::PoolConnectionMetadata) -> BoxFuture<'c> {
     Box::pin(async move {
-        conn.execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
-             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0",
-        )
-        .await?;
+        let settings = format!("{SQLITE_SETTINGS}; PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
+        conn.execute(settings.as_str()).await?;
         Ok(())
     })
 }
+
+/// A conversation's current members (`members`, and the SQLite fan-out job).
+const MEMBERS_SQL: &str =
+    "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND active = 1 ORDER BY user_id";
 
 const MESSAGE_COLS: &str =
     "msg_id, conversation_id, conv_seq, sender_id, client_msg_id, type, body, created_at, recalled_at";
@@ -176,22 +175,27 @@ fn message_from(row: &AnyRow) -> Result<Message> {
     let conv: String = row.try_get("conversation_id").map_err(get)?;
     let body = text_col(row, "body")?;
     let recalled_at: Option<i64> = row.try_get("recalled_at").map_err(get)?;
+    let (conversation_id, body) = decode_stored(&conv, &body, recalled_at.is_some())?;
     Ok(Message {
         msg_id: row.try_get("msg_id").map_err(get)?,
-        conversation_id: ConversationId::parse(&conv)
-            .map_err(|_| Error::internal(format!("stored conversation id {conv:?}")))?,
+        conversation_id,
         conv_seq: row.try_get::<i64, _>("conv_seq").map_err(get)? as Seq,
         sender_id: UserId(row.try_get("sender_id").map_err(get)?),
         client_msg_id: row.try_get("client_msg_id").map_err(get)?,
         kind: row.try_get("type").map_err(get)?,
-        body: if recalled_at.is_some() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&body).map_err(Error::internal)?
-        },
+        body,
         created_at: row.try_get("created_at").map_err(get)?,
         recalled: recalled_at.is_some(),
     })
+}
+
+/// The columns of a stored message that need decoding, whichever driver read them: the
+/// conversation id, and the body (JSON, or null once recalled).
+fn decode_stored(conv: &str, body: &str, recalled: bool) -> Result<(ConversationId, serde_json::Value)> {
+    let conversation_id =
+        ConversationId::parse(conv).map_err(|_| Error::internal(format!("stored conversation id {conv:?}")))?;
+    let body = if recalled { serde_json::Value::Null } else { serde_json::from_str(body).map_err(Error::internal)? };
+    Ok((conversation_id, body))
 }
 
 #[async_trait]
@@ -515,10 +519,7 @@ impl ChatStore for SqlDb {
             let members = match conv {
                 ConversationId::Direct(a, b) => vec![a, b],
                 ConversationId::Group(_) => c
-                    .prepare_cached(
-                        "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND active = 1 \
-                         ORDER BY user_id",
-                    )
+                    .prepare_cached(MEMBERS_SQL)
                     .and_then(|mut s| {
                         s.query_map([conv.to_string()], |r| r.get(0).map(UserId))?.collect::<rusqlite::Result<_>>()
                     })
@@ -530,13 +531,8 @@ impl ChatStore for SqlDb {
     }
 
     async fn members(&self, conv: ConversationId) -> Result<Vec<UserId>> {
-        let rows: Vec<(i64,)> = sqlx::query_as(
-            "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND active = 1 ORDER BY user_id",
-        )
-        .bind(conv.to_string())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(sql_err(DB))?;
+        let rows: Vec<(i64,)> =
+            sqlx::query_as(MEMBERS_SQL).bind(conv.to_string()).fetch_all(&self.readers).await.map_err(sql_err(DB))?;
         Ok(rows.into_iter().map(|(u,)| UserId(u)).collect())
     }
 
@@ -790,16 +786,9 @@ fn lite_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Message>> {
     let conv: String = r.get(1)?;
     let body: String = r.get(6)?;
     let recalled_at: Option<i64> = r.get(8)?;
-    let Ok(conversation_id) = ConversationId::parse(&conv) else {
-        return Ok(Err(Error::internal(format!("stored conversation id {conv:?}"))));
-    };
-    let body = if recalled_at.is_some() {
-        serde_json::Value::Null
-    } else {
-        match serde_json::from_str(&body) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(Error::internal(e))),
-        }
+    let (conversation_id, body) = match decode_stored(&conv, &body, recalled_at.is_some()) {
+        Ok(decoded) => decoded,
+        Err(e) => return Ok(Err(e)),
     };
     Ok(Ok(Message {
         msg_id: r.get(0)?,

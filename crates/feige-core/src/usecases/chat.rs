@@ -86,7 +86,7 @@ impl Feige {
         let client_msg_id = req.client_msg_id.clone();
         let to = req.to;
         let attempt = async {
-            let conv = self.resolve_target(who.user_id, req.to).await?;
+            let conv = self.resolve_target(who.user_id, to).await?;
             chat.append_for_fan_out(&NewMessage {
                 msg_id: new_msg_id(),
                 conversation_id: conv,
