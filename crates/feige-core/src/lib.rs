@@ -17,7 +17,7 @@ pub mod usecases;
 pub use config::{Config, KickPolicy};
 pub use error::{Error, Result};
 pub use ids::{ConversationId, GroupId, UserId};
-pub use usecases::Feige;
+pub use usecases::{App, Feige};
 
 /// Milliseconds since the Unix epoch: the one time unit of the API.
 pub fn now_ms() -> i64 {

@@ -106,7 +106,10 @@ pub trait ChatStore: Send + Sync {
     async fn find_by_client_id(&self, sender: UserId, client_msg_id: &str) -> Result<Option<Message>>;
     /// Atomically: takes the next `conv_seq`, stores the message, moves the conversation's
     /// `last_seq` and the sender's `read_seq` to it. A duplicate (sender, client_msg_id) returns
-    /// the original instead. The conversation must exist and the sender be a member.
+    /// the original instead. A group conversation must exist and the sender be a member
+    /// (`403 not_member`); a one-to-one conversation is created by its first message, as
+    /// [`ChatStore::ensure_direct`] does (`404 user_not_found`), in the same round trip where
+    /// the store can.
     async fn append_message(&self, msg: &NewMessage) -> Result<Appended>;
     /// `append_message`, plus the current members of the message's conversation (the fan-out
     /// set). The default asks twice; a store may answer both in one round trip.

@@ -440,19 +440,28 @@ impl ChatStore for SqlDb {
         }
         // MySQL.
         let conv = m.conversation_id.to_string();
-        let not_member = || Error::forbidden("not_member", "you are not a member of this conversation");
-        let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
-        let member: Option<(i64,)> = sqlx::query_as(
-            "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1",
-        )
-        .bind(&conv)
-        .bind(m.sender_id.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(sql_err(DB))?;
-        if member.is_none() {
-            return Err(not_member());
-        }
+        let mut created = false;
+        let mut tx = loop {
+            let mut tx = self.writer.begin().await.map_err(sql_err(DB))?;
+            let member: Option<(i64,)> = sqlx::query_as(
+                "SELECT user_id FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1",
+            )
+            .bind(&conv)
+            .bind(m.sender_id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql_err(DB))?;
+            match (member, m.conversation_id) {
+                (Some(_), _) => break tx,
+                // A one-to-one conversation's first message creates it.
+                (None, ConversationId::Direct(a, b)) if !created && (m.sender_id == a || m.sender_id == b) => {
+                    tx.rollback().await.map_err(sql_err(DB))?;
+                    self.ensure_direct(m.conversation_id, m.created_at).await?;
+                    created = true;
+                }
+                (None, _) => return Err(not_member()),
+            }
+        };
         // The UPDATE takes the conversation's row lock: concurrent sends queue here.
         sqlx::query("UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ?")
             .bind(m.created_at)
@@ -667,7 +676,7 @@ impl ChatStore for SqlDb {
         .map_err(sql_err(DB))?;
         tx.commit().await.map_err(sql_err(DB))?;
         let Some((read, last)) = row else {
-            return Err(Error::forbidden("not_member", "you are not a member of this conversation"));
+            return Err(not_member());
         };
         Ok(ReadOutcome { read_seq: read as Seq, last_seq: last as Seq, advanced: moved.rows_affected() == 1 })
     }
@@ -694,6 +703,10 @@ fn stored(m: &NewMessage, conv_seq: i64) -> Message {
         created_at: m.created_at,
         recalled: false,
     }
+}
+
+fn not_member() -> Error {
+    Error::forbidden("not_member", "you are not a member of this conversation")
 }
 
 fn no_such_user() -> Error {
@@ -744,16 +757,25 @@ fn append_lite(c: &rusqlite::Connection, m: &NewMessage) -> Result<Appended> {
         return Ok(Appended::Existing(found?));
     }
     let conv = m.conversation_id.to_string();
-    let conv_seq: Option<i64> = c
-        .prepare_cached(
+    let next_seq = || -> Result<Option<i64>> {
+        c.prepare_cached(
             "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ? AND EXISTS \
              (SELECT 1 FROM conversation_members WHERE conversation_id = ? AND user_id = ? AND active = 1) \
              RETURNING last_seq",
         )
         .and_then(|mut s| s.query_row(params![m.created_at, conv, conv, m.sender_id.0], |r| r.get(0)).optional())
-        .map_err(&err)?;
-    let conv_seq =
-        conv_seq.ok_or_else(|| Error::forbidden("not_member", "you are not a member of this conversation"))?;
+        .map_err(&err)
+    };
+    let conv_seq = match (next_seq()?, m.conversation_id) {
+        (Some(seq), _) => seq,
+        // A one-to-one conversation's first message creates it (nothing was written yet: the
+        // UPDATE matched no row), in the same job: no round trip of its own.
+        (None, ConversationId::Direct(a, b)) if m.sender_id == a || m.sender_id == b => {
+            ensure_direct_lite(c, a, b, m.created_at)?;
+            next_seq()?.ok_or_else(|| Error::internal("a new direct conversation did not take the message"))?
+        }
+        (None, _) => return Err(not_member()),
+    };
     c.prepare_cached(
         "INSERT INTO messages (msg_id, conversation_id, conv_seq, sender_id, client_msg_id, type, body, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

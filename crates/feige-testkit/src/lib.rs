@@ -173,6 +173,25 @@ pub async fn chat_store(users: Arc<dyn UserStore>, s: Arc<dyn ChatStore>) {
     let r = s.mark_read(conv, a, 3).await.unwrap();
     assert_eq!((r.read_seq, r.advanced), (25, false));
     assert_eq!(s.mark_read(conv, c, 3).await.unwrap_err().status(), 403);
+    // A one-to-one conversation's first message creates it (no ensure_direct first), once;
+    // with a user that does not exist, nothing is created.
+    let err = s.append_message(&new_message(ghost, a, "to-ghost")).await.unwrap_err();
+    assert!(matches!(err, feige_core::Error::NotFound { code: "user_not_found", .. }), "{err:?}");
+    assert!(s.members(ghost).await.unwrap().is_empty());
+    assert!(s.find_by_client_id(a, "to-ghost").await.unwrap().is_none());
+    let fresh = ConversationId::direct(a, c);
+    let err = s.append_message(&new_message(ConversationId::direct(b, c), a, "not-mine")).await.unwrap_err();
+    assert_eq!(err.status(), 403, "a third user's send must not create the pair's conversation");
+    assert!(s.members(ConversationId::direct(b, c)).await.unwrap().is_empty());
+    let (first, fan_out) = s.append_for_fan_out(&new_message(fresh, c, "first")).await.unwrap();
+    assert!(matches!(&first, Appended::New(m) if m.conv_seq == 1), "{first:?}");
+    assert_eq!(fan_out, vec![a.min(c), a.max(c)]);
+    let Appended::New(second) = s.append_message(&new_message(fresh, a, "second")).await.unwrap() else {
+        panic!("expected a new message")
+    };
+    assert_eq!(second.conv_seq, 2);
+    assert_eq!(s.membership(fresh, c).await.unwrap().map(|m| (m.read_seq, m.last_seq)), Some((1, 2)));
+    assert_eq!(s.conversations(c).await.unwrap().iter().map(|x| x.conversation_id).collect::<Vec<_>>(), vec![fresh]);
 }
 
 /// A timeline entry holding a small text message keyed `key`, for store tests.

@@ -85,9 +85,9 @@ impl Feige {
         // message that was sent still gets it.
         let client_msg_id = req.client_msg_id.clone();
         let to = req.to;
-        let attempt = async {
-            let conv = self.resolve_target(who.user_id, to).await?;
-            chat.append_for_fan_out(&NewMessage {
+        let conv = Self::resolve_target(who.user_id, to)?;
+        let attempt = chat
+            .append_for_fan_out(&NewMessage {
                 msg_id: new_msg_id(),
                 conversation_id: conv,
                 sender_id: who.user_id,
@@ -96,9 +96,8 @@ impl Feige {
                 body: req.body,
                 created_at: now_ms(),
             })
-            .await
-        };
-        let (message, created, members) = match attempt.await {
+            .await;
+        let (message, created, members) = match attempt {
             Ok((Appended::New(m), members)) => (m, true, members),
             Ok((Appended::Existing(m), members)) => (m, false, members),
             Err(e @ (Error::Forbidden { .. } | Error::NotFound { .. })) => {
@@ -125,23 +124,15 @@ impl Feige {
         })
     }
 
-    /// The conversation a new message goes to, created on first use for direct chats.
-    async fn resolve_target(&self, me: UserId, to: Target) -> Result<ConversationId> {
+    /// The conversation a new message goes to. A one-to-one conversation is created by its
+    /// first message's append; membership is checked by the append itself (atomically with it),
+    /// and `refusal` says why when it fails.
+    fn resolve_target(me: UserId, to: Target) -> Result<ConversationId> {
         match to {
             Target::User(peer) if peer == me => {
                 Err(Error::bad_request("invalid_recipient", "cannot send a message to yourself"))
             }
-            Target::User(peer) => {
-                let conv = ConversationId::direct(me, peer);
-                // Users are never deleted: once the conversation exists, both users do.
-                if !self.known_direct.contains(conv) {
-                    self.ports.chat.ensure_direct(conv, now_ms()).await?;
-                    self.known_direct.insert(conv);
-                }
-                Ok(conv)
-            }
-            // Membership is checked by the append itself (atomically with it); `refusal` says
-            // why when it fails.
+            Target::User(peer) => Ok(ConversationId::direct(me, peer)),
             Target::Group(g) => Ok(ConversationId::Group(g)),
         }
     }

@@ -28,48 +28,37 @@ pub struct Identity {
     pub platform: String,
 }
 
-/// The application: ports plus settings. Cheap to clone.
+/// The application: ports plus settings. Cheap to clone: one shared [`App`] (every request
+/// handler gets a clone, so a clone is one reference count, not one per port).
 #[derive(Clone)]
-pub struct Feige {
+pub struct Feige(Arc<App>);
+
+/// What a [`Feige`] shares; reached through `Deref` (`feige.ports`, `feige.config`).
+pub struct App {
     pub ports: Ports,
     pub config: Arc<Config>,
     /// Wakes long-polling `sync` calls in this process.
     pub signals: Arc<UserSignals>,
     keys: TokenKeys,
-    /// One-to-one conversations this process knows exist (so a send skips creating them).
-    known_direct: Arc<KnownSet>,
 }
 
-/// A bounded set of conversation ids: cleared when full, which only costs a few re-checks.
-#[derive(Default)]
-pub(crate) struct KnownSet(std::sync::Mutex<std::collections::HashSet<crate::ConversationId>>);
+impl std::ops::Deref for Feige {
+    type Target = App;
 
-impl KnownSet {
-    const MAX: usize = 200_000;
-
-    pub(crate) fn contains(&self, c: crate::ConversationId) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(&c)
-    }
-
-    pub(crate) fn insert(&self, c: crate::ConversationId) {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if set.len() >= Self::MAX {
-            set.clear();
-        }
-        set.insert(c);
+    fn deref(&self) -> &App {
+        &self.0
     }
 }
 
 impl Feige {
     /// Builds the application; `token_secret` signs access tokens.
     pub fn new(ports: Ports, config: Config, token_secret: &[u8]) -> Self {
-        Feige {
+        Feige(Arc::new(App {
             ports,
             config: Arc::new(config),
             signals: Arc::default(),
             keys: TokenKeys::new(token_secret),
-            known_direct: Arc::default(),
-        }
+        }))
     }
 
     /// The secret push nodes authenticate forwarded pushes with: `FEIGE_INTERNAL_SECRET`, or
