@@ -111,7 +111,7 @@ pub(crate) async fn send(sh: &Shared, sender: usize, to: To, scheduled: Instant)
         "body": sh.body(key, at_us),
     });
     sh.c.send_attempts.fetch_add(1, Ordering::Relaxed);
-    let res = sh.http.post(&sh.send_url).bearer_auth(&sh.users[sender].token).json(&body).send().await;
+    let res = sh.http.post(sh.target.send_url.clone()).bearer_auth(&sh.users[sender].token).json(&body).send().await;
     let resp = match res {
         Ok(r) => r,
         Err(e) => return sh.error(format!("send: {}", request_error(&e))),

@@ -104,7 +104,6 @@ pub(crate) struct Shared {
     pub opts: Options,
     pub target: Target,
     pub http: reqwest::Client,
-    pub send_url: String,
     /// The run's clock: message bodies carry microseconds since this instant.
     pub origin: Instant,
     pub tag: String,
@@ -163,7 +162,6 @@ impl Shared {
         let record_e2e =
             matches!(opts.scenario, crate::Scenario::Direct | crate::Scenario::Group | crate::Scenario::Idle);
         Shared {
-            send_url: format!("{}/v1/messages", target.http_base),
             opts,
             target,
             http,

@@ -13,6 +13,8 @@ pub(crate) struct Target {
     pub http_base: String,
     /// `ws://host:port`: the push socket (the host as given, for the Host header).
     pub ws_base: String,
+    /// `POST /v1/messages`, parsed once (a `&str` would be parsed again on every send).
+    pub send_url: reqwest::Url,
 }
 
 /// Accepts only `http://` URLs whose host is `localhost` or in 127.0.0.0/8.
@@ -32,7 +34,9 @@ pub(crate) fn loopback(url: &str) -> anyhow::Result<Target> {
     };
     let port = parsed.port_or_known_default().unwrap_or(80);
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
-    Ok(Target { addr, http_base: format!("http://{addr}"), ws_base: format!("ws://{host}:{port}") })
+    let http_base = format!("http://{addr}");
+    let send_url = reqwest::Url::parse(&format!("{http_base}/v1/messages")).context("the send URL")?;
+    Ok(Target { addr, http_base, ws_base: format!("ws://{host}:{port}"), send_url })
 }
 
 /// Client source addresses: `n` of them, or one per 20,000 sockets when `n` is 0.
