@@ -771,8 +771,10 @@ fn append_lite(c: &rusqlite::Connection, m: &NewMessage) -> Result<Appended> {
         // A one-to-one conversation's first message creates it (nothing was written yet: the
         // UPDATE matched no row), in the same job: no round trip of its own.
         (None, ConversationId::Direct(a, b)) if m.sender_id == a || m.sender_id == b => {
+            // A second miss means the conversation existed after all (its member rows were
+            // edited by hand): `ensure_direct_lite` then wrote nothing, so a refusal is allowed.
             ensure_direct_lite(c, a, b, m.created_at)?;
-            next_seq()?.ok_or_else(|| Error::internal("a new direct conversation did not take the message"))?
+            next_seq()?.ok_or_else(not_member)?
         }
         (None, _) => return Err(not_member()),
     };
