@@ -235,7 +235,7 @@ fn copier(conn: Connection, alive: mpsc::WeakSender<Job>, wal: &str, backend: &'
             return;
         }
         tick += 1;
-        if tick % syncs_per_pass != 0 {
+        if !tick.is_multiple_of(syncs_per_pass) {
             // Opened lazily: SQLite creates the log with the first write.
             if log.is_none() {
                 log = std::fs::File::open(wal).ok();
