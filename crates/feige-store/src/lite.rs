@@ -222,7 +222,7 @@ impl Checkpoints {
 /// Why the syncs: a checkpoint must fsync the log before it copies it, and the writer's
 /// `RESTART` found up to a whole [`COPY_EVERY`] of commits not yet on disk — with the disk
 /// writing back ~300 MB/s under load, its fsyncs held every send for 10–50 ms, a few times a
-/// second (end-to-end p99 45–53 ms → 30–35 ms at 10,000 sends/s paced, BENCHMARKS.md). Syncing
+/// second (end-to-end p99 at 10,000 sends/s paced: 45–223 ms → 31–45 ms, BENCHMARKS.md). Syncing
 /// from here, on a descriptor of our own, takes none of SQLite's locks and only moves the
 /// writeback earlier.
 fn copier(conn: Connection, alive: mpsc::WeakSender<Job>, wal: &str, backend: &'static str) {
