@@ -451,15 +451,15 @@ impl ChatStore for SqlDb {
             .fetch_optional(&mut *tx)
             .await
             .map_err(sql_err(DB))?;
-            match (member, m.conversation_id) {
-                (Some(_), _) => break tx,
+            match member {
+                Some(_) => break tx,
                 // A one-to-one conversation's first message creates it.
-                (None, ConversationId::Direct(a, b)) if !created && (m.sender_id == a || m.sender_id == b) => {
+                None if !created && m.conversation_id.peer_of(m.sender_id).is_some() => {
                     tx.rollback().await.map_err(sql_err(DB))?;
                     self.ensure_direct(m.conversation_id, m.created_at).await?;
                     created = true;
                 }
-                (None, _) => return Err(not_member()),
+                None => return Err(not_member()),
             }
         };
         // The UPDATE takes the conversation's row lock: concurrent sends queue here.
@@ -770,7 +770,7 @@ fn append_lite(c: &rusqlite::Connection, m: &NewMessage) -> Result<Appended> {
         (Some(seq), _) => seq,
         // A one-to-one conversation's first message creates it (nothing was written yet: the
         // UPDATE matched no row), in the same job: no round trip of its own.
-        (None, ConversationId::Direct(a, b)) if m.sender_id == a || m.sender_id == b => {
+        (None, ConversationId::Direct(a, b)) if m.conversation_id.peer_of(m.sender_id).is_some() => {
             // A second miss means the conversation existed after all (its member rows were
             // edited by hand): `ensure_direct_lite` then wrote nothing, so a refusal is allowed.
             ensure_direct_lite(c, a, b, m.created_at)?;
